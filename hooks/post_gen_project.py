@@ -1,0 +1,49 @@
+"""Write one module per schema from the plan pre_gen_project validated.
+
+Cookiecutter renders this script with Jinja before running it, in the new
+project's directory; only RENDERED_CONTEXT is filled in that way. The module
+writer is the generated package's own scaffold.py, so a project can add
+schemas later with the same code that wrote its first ones.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+RENDERED_CONTEXT = r"""{{ cookiecutter | tojson }}"""
+PLAN_FILE = Path(".pipeline-plan.json")  # written by pre_gen_project
+
+
+def load_scaffold(package: str):
+    """Import the generated package's scaffold module without importing the package."""
+    path = Path("src", package, "scaffold.py")
+    spec = importlib.util.spec_from_file_location("scaffold", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_schema_modules(context: dict) -> None:
+    """One module and one test per schema, plus the files that list them."""
+    plan = json.loads(PLAN_FILE.read_text(encoding="utf-8"))
+    PLAN_FILE.unlink()
+    package = context["package_name"]
+    load_scaffold(package).write_pipeline(
+        Path.cwd(),
+        package,
+        plan,
+        title=context["project_name"],
+        prefix=context["schema_prefix"],
+        prefix_variable=context["__prefix_variable"],
+        blob=context["__blob"],
+    )
+
+
+def main() -> None:
+    write_schema_modules(json.loads(RENDERED_CONTEXT))
+
+
+if __name__ == "__main__":
+    main()

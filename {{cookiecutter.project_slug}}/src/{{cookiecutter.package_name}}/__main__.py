@@ -1,0 +1,83 @@
+"""Command line of the pipeline: `python -m {{ cookiecutter.package_name }} --help`."""
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+import datajoint as dj
+from datajoint.settings import find_config_file
+
+from . import activate, auto_tables, schema_names
+
+
+def declare(args: argparse.Namespace) -> int:
+    """Create every schema and table that is missing, upstream first."""
+    for module, name in activate().items():
+        print(f"{module:>20} -> {name}")
+    return 0
+
+
+def populate(args: argparse.Namespace) -> int:
+    """Fill every Imported and Computed table, upstream first."""
+    activate()
+    failed = 0
+    for table in auto_tables():
+        if args.table and table.__name__ not in args.table:
+            continue
+        result = table.populate(reserve_jobs=True, suppress_errors=True)
+        failed += len(result["error_list"])
+        print(f"{table.__name__}: {result['success_count']} made, {len(result['error_list'])} failed")
+    return 1 if failed else 0
+
+
+def login(args: argparse.Namespace) -> int:
+    """Save database credentials in .secrets/, readable by you alone."""
+    config_file = find_config_file()
+    secrets_dir = (config_file.parent if config_file else Path.cwd()) / ".secrets"
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    user = args.user or input("Database user: ")
+    password = os.environ.get("DJ_PASS") or getpass.getpass("Database password: ")
+    for name, value in (("database.user", user), ("database.password", password)):
+        path = secrets_dir / name
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(value)
+        path.chmod(0o600)  # also when the file existed with wider permissions
+    print(f"Saved database.user and database.password in {secrets_dir}")
+    return 0
+
+
+def names(args: argparse.Namespace) -> int:
+    """Print the database schema name of every module (no database needed)."""
+    for module, name in schema_names().items():
+        print(f"{module:>20} -> {name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="{{ cookiecutter.package_name }}", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("names", help=names.__doc__).set_defaults(run=names)
+    commands.add_parser("declare", help=declare.__doc__).set_defaults(run=declare)
+    populate_parser = commands.add_parser("populate", help=populate.__doc__)
+    populate_parser.add_argument("table", nargs="*", help="only these tables (class names)")
+    populate_parser.set_defaults(run=populate)
+    login_parser = commands.add_parser("login", help=login.__doc__)
+    login_parser.add_argument("--user", help="database user (asked when omitted)")
+    login_parser.set_defaults(run=login)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except dj.DataJointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Helpers shared by the schema modules: starter signals and object-store set-up."""
+
+import zlib
+from pathlib import Path
+
+import datajoint as dj
+import numpy as np
+from datajoint.settings import find_config_file
+
+SAMPLING_RATE = 1000.0  # samples per second of the simulated acquisition
+DURATION = 2.0  # seconds per simulated recording
+
+
+def simulate_signal(key: dict) -> tuple[float, np.ndarray]:
+    """A reproducible noisy oscillation for one key, standing in for a recording."""
+    rng = np.random.default_rng(zlib.crc32(repr(sorted(key.items())).encode()))
+    time = np.arange(int(SAMPLING_RATE * DURATION)) / SAMPLING_RATE
+    frequency = rng.uniform(4.0, 12.0)
+    signal = np.sin(2 * np.pi * frequency * time) + 0.5 * rng.standard_normal(time.size)
+    return SAMPLING_RATE, signal
+
+
+def zscore(signal: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation."""
+    return (signal - signal.mean()) / signal.std()
+
+
+def combine_signals(inputs: list[np.ndarray]) -> dict:
+    """Average the z-scored inputs; with several inputs, also their mean correlation.
+
+    Inputs of different lengths are cut to the shortest.
+    """
+    length = min(len(signal) for signal in inputs)
+    scored = np.array([zscore(np.asarray(signal[:length], dtype=float)) for signal in inputs])
+    combined = scored.mean(axis=0)
+    result = {"signal": combined, "peak": float(np.abs(combined).max())}
+    if len(inputs) > 1:
+        pairs = np.triu_indices(len(inputs), k=1)
+        result["correlation"] = float(np.corrcoef(scored)[pairs].mean())
+    return result
+
+
+def prepare_stores() -> None:
+    """Anchor relative file-store locations at the project folder and create them.
+
+    DataJoint reads a file store's location relative to the working directory;
+    anchoring it at datajoint.json lets notebooks and scripts in subfolders share
+    one store.
+    """
+    config_file = find_config_file()
+    root = config_file.parent if config_file else Path.cwd()
+    for spec in dj.config.stores.values():
+        if isinstance(spec, dict) and spec.get("protocol") == "file":
+            location = root / spec["location"]
+            location.mkdir(parents=True, exist_ok=True)
+            spec["location"] = str(location)
