@@ -83,6 +83,12 @@ def parse_text(text: str) -> list[Schema]:
             raise InputError(
                 f"schemas: entry {number} {entry!r} has an empty name in its upstream list"
             )
+        for parent in parents:
+            if re.search(r"\s", parent):
+                raise InputError(
+                    f"schemas: entry {number} {entry!r} has an invalid upstream {parent!r}; "
+                    "separate upstream schemas with commas"
+                )
         schemas.append(Schema(name, parents))
     return schemas
 

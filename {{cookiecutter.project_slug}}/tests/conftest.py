@@ -16,7 +16,7 @@ from pathlib import Path
 import datajoint as dj
 import pytest
 
-import {{ cookiecutter.package_name }} as pipeline_package
+import {{ cookiecutter.package_name }} as package
 from {{ cookiecutter.package_name }}.sample_data import insert_sample_data
 
 
@@ -67,12 +67,12 @@ def pipeline(database, tmp_path_factory):
             spec.clear()
             spec.update(protocol="file", location=str(tmp_path_factory.mktemp("store")))
     prefix = f"test_{secrets.token_hex(3)}_"
-    pipeline_package.activate(prefix, connection=database)
+    package.activate(prefix, connection=database)
     try:
         insert_sample_data()
-        for table in pipeline_package.auto_tables():
+        for table in package.auto_tables():
             table.populate(reserve_jobs=True)
-        yield pipeline_package
+        yield package
     finally:
-        for module in reversed(pipeline_package.MODULES):
+        for module in reversed(package.MODULES):
             module.schema.drop(prompt=False)

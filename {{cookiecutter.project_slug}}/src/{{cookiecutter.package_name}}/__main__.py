@@ -27,8 +27,9 @@ def populate(args: argparse.Namespace) -> int:
         if args.table and table.__name__ not in args.table:
             continue
         result = table.populate(reserve_jobs=True, suppress_errors=True)
-        failed += len(result["error_list"])
-        print(f"{table.__name__}: {result['success_count']} made, {len(result['error_list'])} failed")
+        errors = result["error_list"]
+        failed += len(errors)
+        print(f"{table.__name__}: {result['success_count']} made, {len(errors)} failed")
     return 1 if failed else 0
 
 

