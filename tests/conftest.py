@@ -15,7 +15,13 @@ TEMPLATE = Path(__file__).resolve().parents[1]
 
 # Settings under which a generated project's tests reach each backend.
 BACKENDS = {
-    "mariadb": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "3306", "DJ_USER": "root", "DJ_PASS": "", "DJ_BACKEND": "mysql"},
+    "mariadb": {
+        "DJ_HOST": "127.0.0.1",
+        "DJ_PORT": "3306",
+        "DJ_USER": "root",
+        "DJ_PASS": "",
+        "DJ_BACKEND": "mysql",
+    },
     "postgresql": {
         "DJ_HOST": "127.0.0.1",
         "DJ_PORT": "5432",
@@ -64,7 +70,16 @@ def project_env(tmp_path_factory):
 def install(venv: Path, project: Path) -> None:
     """Install a generated project with its dev extra into `venv`."""
     subprocess.run(
-        [shutil.which("uv"), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-e", f"{project}[dev]"],
+        [
+            shutil.which("uv"),
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(venv / "bin" / "python"),
+            "-e",
+            f"{project}[dev]",
+        ],
         check=True,
     )
 
@@ -76,5 +91,6 @@ def run_project_tests(venv: Path, project: Path, backend: str) -> subprocess.Com
         cwd=project,
         env=clean_environment(**BACKENDS[backend]),
         capture_output=True,
+        check=False,
         text=True,
     )
