@@ -17,38 +17,62 @@ from conftest import BACKENDS, clean_environment, install, run_project_tests
 
 pytestmark = pytest.mark.slow
 
+LARGE_SPEC = "; ".join(
+    ["s0", "t0"]
+    + [f"s{i} <- s{i - 1}" + (f", s{i - 7}, t0" if i % 7 == 0 else "") for i in range(1, 110)]
+)
+
 SPECS = {
     "default": {},
-    # Two roots, a diamond, a root joined with downstream schemas, PostgreSQL, no store.
+    # Two roots, a diamond, a root joined with downstream schemas, PostgreSQL, no store,
+    # and text that needs escaping everywhere it appears.
     "custom": {
-        "project_name": "Lab Pipeline",
+        "project_name": 'José Müller\'s "Lab" \\o/',
+        "description": 'He said "hi" \\o/',
+        "author_name": "Seán O'Brien",
         "package_name": "lab",
         "database_backend": "postgresql",
         "object_store": "none",
         "schemas": "mouse; rig; scan <- mouse, rig; trace <- scan; spikes <- scan; summary <- trace, spikes, mouse",
     },
+    # 111 schemas: a chain with diamonds every seventh schema, and a second root.
+    "large": {"package_name": "big", "project_name": "Big Pipeline", "schemas": LARGE_SPEC},
 }
+# Which backends each spec's suite runs on.
+SPEC_BACKENDS = {
+    "default": list(BACKENDS),
+    "custom": list(BACKENDS),
+    "large": ["embedded", "mariadb"],
+}
+CASES = [(spec, backend) for spec, backends in SPEC_BACKENDS.items() for backend in backends]
 
 
-@pytest.fixture(scope="module", params=list(SPECS))
-def installed_project(request, cookies_session, project_env):
-    result = cookies_session.bake(extra_context=SPECS[request.param])
-    assert result.exit_code == 0, result.exception
-    project = Path(result.project_path)
-    install(project_env, project)
-    return project
+@pytest.fixture(scope="module")
+def installed_projects(cookies_session, project_env):
+    """Bake and install each spec once, on first use."""
+    projects: dict[str, Path] = {}
+
+    def get(spec: str) -> Path:
+        if spec not in projects:
+            result = cookies_session.bake(extra_context=SPECS[spec])
+            assert result.exit_code == 0, result.exception
+            projects[spec] = Path(result.project_path)
+            install(project_env, projects[spec])
+        return projects[spec]
+
+    return get
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-def test_generated_suite_passes(installed_project, project_env, backend):
-    result = run_project_tests(project_env, installed_project, backend)
+@pytest.mark.parametrize(("spec", "backend"), CASES, ids=[f"{s}-{b}" for s, b in CASES])
+def test_generated_suite_passes(installed_projects, project_env, spec, backend):
+    result = run_project_tests(project_env, installed_projects(spec), backend)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout
 
 
-def test_generated_suite_drops_its_schemas(installed_project, project_env):
+def test_generated_suite_drops_its_schemas(installed_projects, project_env):
     """A run leaves nothing behind on the server it used."""
-    run_project_tests(project_env, installed_project, "postgresql")
+    run_project_tests(project_env, installed_projects("custom"), "postgresql")
     leftover = subprocess.run(
         [
             "psql",

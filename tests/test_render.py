@@ -291,3 +291,28 @@ def test_invalid_answer_leaves_an_existing_directory_alone(tmp_path):
     assert result.stderr.startswith("ERROR: schemas: 'a' lists itself as upstream")
     assert [path.name for path in existing.iterdir()] == ["notes.txt"]
     assert (existing / "notes.txt").read_text() == "mine"
+
+
+UNUSUAL = {
+    "project_name": 'José Müller\'s "Lab" \\o/ {x}',
+    "description": "He said \"hi\" \\o/ — {braces} & <tags> 'quoted'",
+    "author_name": "Seán O'Brien-Łukasiewicz",
+}
+
+
+def test_unusual_text_is_rendered_exactly(cookies):
+    project = bake(cookies, **UNUSUAL)
+    assert project.name == "jose-muller-s-lab-o-x"
+    metadata = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert metadata["description"] == UNUSUAL["description"]
+    assert metadata["authors"][0]["name"] == UNUSUAL["author_name"]
+    init = (project / "src" / "workflow" / "__init__.py").read_text(encoding="utf-8")
+    assert ast.get_docstring(ast.parse(init)).startswith(UNUSUAL["project_name"] + ":")
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert UNUSUAL["project_name"] in readme and UNUSUAL["description"] in readme
+    assert UNUSUAL["author_name"] in (project / "LICENSE").read_text(encoding="utf-8")
+    json.loads((project / "datajoint.json").read_text(encoding="utf-8"))
+    for notebook in (project / "notebooks").glob("*.ipynb"):
+        json.loads(notebook.read_text(encoding="utf-8"))
+    for source in project.rglob("*.py"):
+        compile(source.read_text(encoding="utf-8"), str(source), "exec")
