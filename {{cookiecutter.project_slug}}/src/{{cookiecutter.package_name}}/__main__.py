@@ -1,10 +1,9 @@
-"""Command line of the pipeline: `python -m {{ cookiecutter.package_name }} --help`."""
+"""Command line of the pipeline: `python -m <package> --help`."""
 
 import argparse
 import getpass
 import os
 import sys
-from pathlib import Path
 
 import datajoint as dj
 from datajoint.settings import find_config_file
@@ -21,9 +20,18 @@ def declare(args: argparse.Namespace) -> int:
 
 def populate(args: argparse.Namespace) -> int:
     """Fill every Imported and Computed table, upstream first."""
+    tables = auto_tables()
+    unknown = set(args.table) - {table.__name__ for table in tables}
+    if unknown:
+        known = ", ".join(table.__name__ for table in tables)
+        print(
+            f"error: no auto-populated table {', '.join(sorted(unknown))}; known: {known}",
+            file=sys.stderr,
+        )
+        return 2
     activate()
     failed = 0
-    for table in auto_tables():
+    for table in tables:
         if args.table and table.__name__ not in args.table:
             continue
         result = table.populate(reserve_jobs=True, suppress_errors=True)
@@ -36,7 +44,12 @@ def populate(args: argparse.Namespace) -> int:
 def login(args: argparse.Namespace) -> int:
     """Save database credentials in .secrets/, readable by you alone."""
     config_file = find_config_file()
-    secrets_dir = (config_file.parent if config_file else Path.cwd()) / ".secrets"
+    if config_file is None:
+        print(
+            "error: no datajoint.json here or above; run this inside the project", file=sys.stderr
+        )
+        return 2
+    secrets_dir = config_file.parent / ".secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
     user = args.user or input("Database user: ")
     password = os.environ.get("DJ_PASS") or getpass.getpass("Database password: ")
@@ -58,7 +71,7 @@ def names(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="{{ cookiecutter.package_name }}", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {__package__}", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("names", help=names.__doc__).set_defaults(run=names)
     commands.add_parser("declare", help=declare.__doc__).set_defaults(run=declare)

@@ -7,8 +7,9 @@ Starter tables are deliberately small and runnable; replace them with your own.
 
 Shapes:
 - a root schema (no upstream) gets a Manual table of entities entered by hand;
-- a schema whose upstream schemas are all roots gets an Imported table that
-  acquires a raw signal per key (simulated until you read your own files);
+- a schema whose upstream schemas are all roots (and the guide's ephys and
+  imaging) gets an Imported table that acquires a raw signal per key (simulated
+  until you read your own files);
 - any other schema gets a Computed table that combines the upstream signals.
 
 Only the standard library is used, so this runs before anything is installed.
@@ -29,6 +30,8 @@ KNOWN_TABLES = {
     "imaging": "Scan",
     "analysis": "MultiModalAnalysis",
 }
+# The guide acquires these from their own instruments, whatever is upstream.
+ACQUIRED = frozenset({"ephys", "imaging"})
 SAMPLE_ROWS = 3
 FIRST_VERSION = "0.1.0"
 
@@ -101,7 +104,7 @@ $foreign_keys
 
     def make(self, key):
         """Acquire the signal of one key."""
-        sampling_rate, signal = simulate_signal(key)
+        sampling_rate, signal = simulate_signal(self.table_name, key)
         self.insert1({**key, "sampling_rate": sampling_rate, "signal": signal})
 ''')
 
@@ -287,6 +290,13 @@ def insert_sample_data() -> None:
 ''')
 
 
+def combined_inputs(schema: dict, roots: set[str]) -> list[str]:
+    """Upstream schemas whose signals the starter table combines; none means it acquires."""
+    if schema["name"] in ACQUIRED:
+        return []
+    return [parent for parent in schema["upstream"] if parent not in roots]
+
+
 def module_source(schema: dict, tables: dict[str, str], roots: set[str], blob: str) -> str:
     """Source of one schema module."""
     name, upstream = schema["name"], schema["upstream"]
@@ -294,28 +304,27 @@ def module_source(schema: dict, tables: dict[str, str], roots: set[str], blob: s
     fields = {"name": name, "table": tables[name], "docstring": docstring(summary), "blob": blob}
     if not upstream:
         return ROOT.substitute(fields)
+    inputs = combined_inputs(schema, roots)
     fields["imports"] = f"from . import {', '.join(sorted(upstream))}"
-    signals = [parent for parent in upstream if parent not in roots]
-    if set(upstream) - set(signals):
+    if set(upstream) - set(inputs):
         fields["imports"] += "  # noqa: F401  (the foreign keys below refer to them)"
     fields["foreign_keys"] = "\n".join(f"    -> {parent}.{tables[parent]}" for parent in upstream)
-    signals = [parent for parent in upstream if parent not in roots]
-    if not signals:
+    if not inputs:
         return IMPORTED.substitute(fields)
-    many = len(signals) > 1
+    many = len(inputs) > 1
     return COMPUTED.substitute(
         fields,
         summary=(
-            f"Signals of {', '.join(signals)} combined for each key."
+            f"Signals of {', '.join(inputs)} combined for each key."
             if many
-            else f"Normalised signal of {signals[0]} for each key."
+            else f"Normalised signal of {inputs[0]} for each key."
         ),
         signal_comment="mean of the z-scored inputs" if many else "z-scored input",
         extra_attributes="    correlation : float64  # mean pairwise correlation of the inputs\n"
         if many
         else "",
         inputs="\n".join(
-            f'            ({parent}.{tables[parent]} & key).fetch1("signal"),' for parent in signals
+            f'            ({parent}.{tables[parent]} & key).fetch1("signal"),' for parent in inputs
         ),
     )
 
@@ -326,11 +335,11 @@ def test_source(schema: dict, tables: dict[str, str], roots: set[str], package: 
     fields = {"name": name, "table": tables[name], "package": package, "rows": SAMPLE_ROWS}
     if not upstream:
         return TEST_ROOT.substitute(fields)
-    signals = [parent for parent in upstream if parent not in roots]
+    inputs = combined_inputs(schema, roots)
     checks = (
         IMPORTED_CHECKS
-        if not signals
-        else COMPUTED_CHECKS + (CORRELATION_CHECK if len(signals) > 1 else "")
+        if not inputs
+        else COMPUTED_CHECKS + (CORRELATION_CHECK if len(inputs) > 1 else "")
     )
     return TEST_AUTO.substitute(fields, checks=checks)
 

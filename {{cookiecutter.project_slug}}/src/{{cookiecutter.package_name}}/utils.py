@@ -11,9 +11,9 @@ SAMPLING_RATE = 1000.0  # samples per second of the simulated acquisition
 DURATION = 2.0  # seconds per simulated recording
 
 
-def simulate_signal(key: dict) -> tuple[float, np.ndarray]:
-    """A reproducible noisy oscillation for one key, standing in for a recording."""
-    rng = np.random.default_rng(zlib.crc32(repr(sorted(key.items())).encode()))
+def simulate_signal(source: str, key: dict) -> tuple[float, np.ndarray]:
+    """A reproducible noisy oscillation of one source for one key, standing in for a recording."""
+    rng = np.random.default_rng(zlib.crc32(f"{source} {sorted(key.items())}".encode()))
     time = np.arange(int(SAMPLING_RATE * DURATION)) / SAMPLING_RATE
     frequency = rng.uniform(4.0, 12.0)
     signal = np.sin(2 * np.pi * frequency * time) + 0.5 * rng.standard_normal(time.size)
