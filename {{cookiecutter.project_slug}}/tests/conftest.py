@@ -9,6 +9,7 @@ package), so `pytest` passes on a laptop without any database. Choose with
 Every run declares its schemas under its own prefix and drops them at the end.
 """
 
+import os
 import secrets
 import tempfile
 from pathlib import Path
@@ -70,7 +71,10 @@ def pipeline(database, tmp_path_factory):
             spec.clear()
             spec.update(protocol="file", location=str(tmp_path_factory.mktemp("store")))
     prefix = f"test_{secrets.token_hex(3)}_"
-    package.activate(prefix, connection=database)
+    # Everything in this run, the worker and the command line included, uses the prefix.
+    previous_prefix = os.environ.get(package.PREFIX_VARIABLE)
+    os.environ[package.PREFIX_VARIABLE] = prefix
+    package.activate(connection=database)
     try:
         insert_sample_data()
         for table in package.auto_tables():
@@ -79,3 +83,7 @@ def pipeline(database, tmp_path_factory):
     finally:
         for module in reversed(package.MODULES):
             module.schema.drop(prompt=False)
+        if previous_prefix is None:
+            del os.environ[package.PREFIX_VARIABLE]
+        else:
+            os.environ[package.PREFIX_VARIABLE] = previous_prefix

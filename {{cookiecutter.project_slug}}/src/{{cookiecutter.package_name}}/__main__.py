@@ -2,6 +2,7 @@
 
 import argparse
 import getpass
+import json
 import os
 import sys
 
@@ -41,6 +42,54 @@ def populate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def table_status(table: type[dj.Table], errors_shown: int) -> dict:
+    """Progress and job counts of one auto-populated table, with its latest errors."""
+    remaining, total = table().progress()
+    jobs = table.jobs
+    counts = jobs.progress()
+    latest = jobs.errors.proj("error_message").to_dicts(
+        order_by="completed_time DESC", limit=errors_shown
+    )
+    return {
+        "table": f"{table.__module__.rpartition('.')[2]}.{table.__name__}",
+        "done": total - remaining,
+        "remaining": remaining,
+        "total": total,
+        "reserved": counts["reserved"],
+        "errors": counts["error"],
+        "latest_errors": [
+            {
+                "key": {k: v for k, v in row.items() if k != "error_message"},
+                "message": row["error_message"],
+            }
+            for row in latest
+        ],
+    }
+
+
+def status(args: argparse.Namespace) -> int:
+    """Progress of every table, upstream first; exit 1 when any job is in error."""
+    activate()
+    if args.release_orphans:
+        for table in auto_tables():
+            table.jobs.refresh(orphan_timeout=args.release_orphans)
+    report = [table_status(table, args.errors) for table in auto_tables()]
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(
+            f"{'table':<32} {'done':>7} {'remaining':>9} {'total':>7} {'reserved':>8} {'errors':>6}"
+        )
+        for row in report:
+            print(
+                f"{row['table']:<32} {row['done']:>7} {row['remaining']:>9} {row['total']:>7}"
+                f" {row['reserved']:>8} {row['errors']:>6}"
+            )
+            for error in row["latest_errors"]:
+                print(f"    {error['key']}: {error['message']}")
+    return 1 if any(row["errors"] for row in report) else 0
+
+
 def login(args: argparse.Namespace) -> int:
     """Save database credentials in .secrets/, readable by you alone."""
     config_file = find_config_file()
@@ -78,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     populate_parser = commands.add_parser("populate", help=populate.__doc__)
     populate_parser.add_argument("table", nargs="*", help="only these tables (class names)")
     populate_parser.set_defaults(run=populate)
+    status_parser = commands.add_parser("status", help=status.__doc__)
+    status_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    status_parser.add_argument(
+        "--errors", type=int, default=3, metavar="N", help="latest N errors per table (3)"
+    )
+    status_parser.add_argument(
+        "--release-orphans",
+        type=float,
+        metavar="SECONDS",
+        help="first re-queue reservations older than this (from workers that were killed)",
+    )
+    status_parser.set_defaults(run=status)
     login_parser = commands.add_parser("login", help=login.__doc__)
     login_parser.add_argument("--user", help="database user (asked when omitted)")
     login_parser.set_defaults(run=login)

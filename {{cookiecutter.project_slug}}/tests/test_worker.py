@@ -1,0 +1,29 @@
+"""The worker and the status command, run in-process against the test database."""
+
+import json
+
+import pytest
+
+from {{ cookiecutter.package_name }} import __main__ as cli
+from {{ cookiecutter.package_name }} import worker
+
+
+def test_worker_pass_finds_nothing_left(pipeline):
+    assert worker.main(["--once", "--log-level", "WARNING"]) == 0
+
+
+def test_worker_refuses_unknown_tables(pipeline, capsys):
+    with pytest.raises(SystemExit, match="2"):
+        worker.main(["--table", "NoSuchTable"])
+    assert "unknown NoSuchTable" in capsys.readouterr().err
+
+
+def test_status_reports_every_table_in_order(pipeline, capsys):
+    assert cli.main(["status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["table"].split(".")[1] for row in report] == [
+        table.__name__ for table in pipeline.auto_tables()
+    ]
+    for row in report:
+        assert (row["remaining"], row["errors"]) == (0, 0)
+        assert row["done"] == row["total"] > 0
