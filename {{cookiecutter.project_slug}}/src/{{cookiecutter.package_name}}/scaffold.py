@@ -198,7 +198,13 @@ from .utils import prepare_stores
 from .version import SCHEMA_VERSIONS, __version__
 
 #: Schema modules in dependency order: activate and populate in this order.
-MODULES = ($modules)
+$modules
+
+#: Each schema's upstream schemas: the pipeline's dependency graph, upstream first.
+$pipeline
+
+#: Each schema's role in the pipeline: acquisition, processing or analysis.
+$roles
 
 #: Environment variable that selects the schema names (production, dev_, personal).
 PREFIX_VARIABLE = "$prefix_variable"
@@ -207,6 +213,8 @@ PRODUCTION_PREFIX = "$production_prefix"
 
 __all__ = [
     "MODULES",
+    "PIPELINE",
+    "SCHEMA_ROLES",
     "SCHEMA_VERSIONS",
     "__version__",
     "activate",
@@ -290,6 +298,18 @@ def insert_sample_data() -> None:
 ''')
 
 
+def python_literal(name: str, value: dict | list, *, tuple_of_names: bool = False) -> str:
+    """`name = value` as ruff would format it: one line if it fits, else one item per line."""
+    if tuple_of_names:
+        items = list(value)
+        one_line = f"{name} = ({', '.join(items)}{',' if len(items) == 1 else ''})"
+        if len(one_line) <= 100:
+            return one_line
+        return f"{name} = (\n" + "".join(f"    {item},\n" for item in items) + ")"
+    lines = [f"    {key!r}: {item!r},\n".replace("'", '"') for key, item in value.items()]
+    return f"{name} = {{\n" + "".join(lines) + "}"
+
+
 def combined_inputs(schema: dict, roots: set[str]) -> list[str]:
     """Upstream schemas whose signals the starter table combines; none means it acquires."""
     if schema["name"] in ACQUIRED:
@@ -371,7 +391,9 @@ def write_pipeline(
         INIT.substitute(
             title=title.replace("\\", "\\\\").replace('"""', '\\"\\"\\"'),
             imports="\n".join(f"from . import {name}" for name in names),
-            modules=", ".join(names) + ("," if len(names) == 1 else ""),
+            modules=python_literal("MODULES", names, tuple_of_names=True),
+            pipeline=python_literal("PIPELINE", {s["name"]: tuple(s["upstream"]) for s in plan}),
+            roles=python_literal("SCHEMA_ROLES", {s["name"]: s["role"] for s in plan}),
             prefix_variable=prefix_variable,
             production_prefix=prefix,
         ),
