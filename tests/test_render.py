@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TEMPLATE
+from conftest import TEMPLATE, module_order
 
 DEFAULT_ORDER = ["subject", "session", "ephys", "imaging", "analysis"]
 DEFAULT_UPSTREAM = {
@@ -28,15 +28,6 @@ def bake(cookies, **context):
     result = cookies.bake(extra_context=context)
     assert result.exit_code == 0, result.exception
     return Path(result.project_path)
-
-
-def module_order(project: Path, package: str) -> list[str]:
-    """The names in MODULES of the generated package's __init__.py."""
-    tree = ast.parse((project / "src" / package / "__init__.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "MODULES":
-            return [element.id for element in node.value.elts]
-    raise AssertionError("MODULES not found")
 
 
 def imported_upstream(project: Path, package: str, schema: str) -> set[str]:
