@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TEMPLATE
+from conftest import TEMPLATE, module_order
 from cookiecutter.generate import generate_context
 from cookiecutter.prompt import prompt_for_config
 
