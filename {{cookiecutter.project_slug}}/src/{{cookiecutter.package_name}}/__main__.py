@@ -5,11 +5,12 @@ import getpass
 import json
 import os
 import sys
+from pathlib import Path
 
 import datajoint as dj
 from datajoint.settings import find_config_file
 
-from . import activate, auto_tables, schema_names
+from . import activate, auto_tables, scaffold, schema_names
 
 
 def declare(args: argparse.Namespace) -> int:
@@ -119,6 +120,33 @@ def names(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_schema(args: argparse.Namespace) -> int:
+    """Write one more schema module and its test, downstream of existing schemas."""
+    package_dir = Path(__file__).resolve().parent
+    tests_dir = package_dir.parents[1] / "tests"
+    if not tests_dir.is_dir():
+        print("error: run this in a source checkout (pip install -e .)", file=sys.stderr)
+        return 2
+    upstream = [name.strip() for name in args.upstream.split(",") if name.strip()]
+    try:
+        written = scaffold.add_schema(
+            package_dir,
+            tests_dir,
+            args.name,
+            upstream,
+            blob="<blob@main>" if "main" in dj.config.stores else "<blob>",
+            description=args.description,
+            role=args.role,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    print("Listed in __init__.py and version.py; edit the new table, then run `declare`.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m {__package__}", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="first re-queue reservations older than this (from workers that were killed)",
     )
     status_parser.set_defaults(run=status)
+    add_parser = commands.add_parser("add-schema", help=add_schema.__doc__)
+    add_parser.add_argument("name", help="schema (module) name, e.g. behavior")
+    add_parser.add_argument("--upstream", default="", help="comma-separated upstream schemas")
+    add_parser.add_argument("--description", default="", help="one line: the module docstring")
+    add_parser.add_argument(
+        "--role", default="", choices=["", "acquisition", "processing", "analysis"]
+    )
+    add_parser.set_defaults(run=add_schema)
     login_parser = commands.add_parser("login", help=login.__doc__)
     login_parser.add_argument("--user", help="database user (asked when omitted)")
     login_parser.set_defaults(run=login)

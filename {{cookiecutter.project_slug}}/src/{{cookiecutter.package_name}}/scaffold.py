@@ -1,9 +1,11 @@
-"""Write the schema modules of the pipeline from its plan.
+"""Write the schema modules of the pipeline.
 
-The project template runs this once, when the project is generated, with the
-pipeline it was given: one module per schema, each importing its upstream
-modules and declaring a starter table whose foreign keys point at theirs.
-Starter tables are deliberately small and runnable; replace them with your own.
+The project template runs write_pipeline once, when the project is generated,
+with the pipeline it was given: one module per schema, each importing its
+upstream modules and declaring a starter table whose foreign keys point at
+theirs. Later, `python -m <package> add-schema` runs add_schema to append one
+more module without touching the existing ones. Starter tables are deliberately
+small and runnable; replace them with your own.
 
 Shapes:
 - a root schema (no upstream) gets a Manual table of entities entered by hand;
@@ -17,7 +19,9 @@ Only the standard library is used, so this runs before anything is installed.
 
 from __future__ import annotations
 
-import json
+import ast
+import keyword
+import re
 import textwrap
 from pathlib import Path
 from string import Template
@@ -34,6 +38,7 @@ KNOWN_TABLES = {
 ACQUIRED = frozenset({"ephys", "imaging"})
 SAMPLE_ROWS = 3
 FIRST_VERSION = "0.1.0"
+IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
 def table_class(schema: str) -> str:
@@ -273,9 +278,7 @@ database and the code can be checked against each other.
 
 __version__ = "$version"
 
-SCHEMA_VERSIONS = {
-$entries
-}
+$versions
 ''')
 
 SAMPLE_DATA = Template('''\
@@ -287,8 +290,7 @@ Edit them along with your tables.
 $imports
 
 SAMPLE_ROWS = {
-$entries
-}
+$entries}
 
 
 def insert_sample_data() -> None:
@@ -402,28 +404,136 @@ def write_pipeline(
     (source / "version.py").write_text(
         VERSION.substitute(
             version=FIRST_VERSION,
-            entries="\n".join(f'    "{name}": "{FIRST_VERSION}",' for name in names),
+            versions=python_literal("SCHEMA_VERSIONS", dict.fromkeys(names, FIRST_VERSION)),
         ),
         encoding="utf-8",
     )
     (source / "sample_data.py").write_text(
         SAMPLE_DATA.substitute(
-            imports="\n".join(f"from . import {name}" for name in names if name in roots),
-            entries="\n".join(
-                f"    {root}.{tables[root]}: [\n"
-                + "".join(
-                    f'        {{"{root}_id": {i}, "{root}_name": "{root} {i}"}},\n'
-                    for i in range(1, SAMPLE_ROWS + 1)
-                )
-                + "    ],"
-                for root in names
-                if root in roots
+            imports=f"from . import {', '.join(sorted(roots))}",
+            entries="".join(
+                sample_rows_entry(root, tables[root]) for root in names if root in roots
             ),
         ),
         encoding="utf-8",
     )
 
 
-def read_plan(path: Path) -> list[dict]:
-    """The plan the template's pre-generation hook wrote: schemas in dependency order."""
-    return json.loads(path.read_text(encoding="utf-8"))
+def find_assignment(source: str, name: str) -> ast.Assign:
+    """The top-level `name = ...` statement of a module's source."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == name:
+            return node
+    raise ValueError(f"no top-level {name} = ... assignment found")
+
+
+def literal(node: ast.Assign) -> object:
+    """The value of an assignment: names for a tuple of modules, else the literal."""
+    if isinstance(node.value, ast.Tuple):
+        return [element.id for element in node.value.elts]
+    return ast.literal_eval(node.value)
+
+
+def replace_assignment(source: str, name: str, text: str) -> str:
+    """Source with the `name = ...` statement replaced by `text`."""
+    node = find_assignment(source, name)
+    lines = source.splitlines(keepends=True)
+    lines[node.lineno - 1 : node.end_lineno] = [text.rstrip("\n") + "\n"]
+    return "".join(lines)
+
+
+def with_import(source: str, name: str) -> str:
+    """Source with `from . import name` after its last such line."""
+    lines = source.splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if line.startswith("from . import "))
+    lines.insert(last + 1, f"from . import {name}\n")
+    return "".join(lines)
+
+
+def add_schema(
+    package_dir: Path,
+    tests_dir: Path,
+    name: str,
+    upstream: list[str],
+    *,
+    blob: str,
+    description: str = "",
+    role: str = "",
+) -> list[Path]:
+    """Add one schema module downstream of existing ones, with its test; returns new files.
+
+    The schema is appended to MODULES, PIPELINE, SCHEMA_ROLES and SCHEMA_VERSIONS (and,
+    for a root, to SAMPLE_ROWS): after every schema it depends on, so dependency order
+    holds. Existing modules are not touched; nothing is written if anything is wrong.
+    """
+    paths = {
+        "init": package_dir / "__init__.py",
+        "version": package_dir / "version.py",
+        "sample": package_dir / "sample_data.py",
+    }
+    sources = {key: path.read_text(encoding="utf-8") for key, path in paths.items()}
+    pipeline = literal(find_assignment(sources["init"], "PIPELINE"))
+    if not IDENTIFIER.match(name) or keyword.iskeyword(name):
+        raise ValueError(f"{name!r} is not a valid schema name (lowercase letters, digits, _)")
+    if name in pipeline or (package_dir / f"{name}.py").exists():
+        raise ValueError(f"{name!r} exists already")
+    unknown = [parent for parent in upstream if parent not in pipeline]
+    if unknown:
+        known = ", ".join(pipeline)
+        raise ValueError(f"unknown upstream schema(s) {', '.join(unknown)}; known: {known}")
+    schema = {
+        "name": name,
+        "upstream": list(upstream),
+        "description": description,
+        "role": role or ("analysis" if upstream else "acquisition"),
+    }
+    roots = {schema_name for schema_name, parents in pipeline.items() if not parents}
+    tables = {schema_name: table_class(schema_name) for schema_name in [*pipeline, name]}
+
+    init = sources["init"]
+    roles = literal(find_assignment(init, "SCHEMA_ROLES"))
+    modules = literal(find_assignment(init, "MODULES"))
+    init = replace_assignment(
+        init, "PIPELINE", python_literal("PIPELINE", {**pipeline, name: tuple(upstream)})
+    )
+    init = replace_assignment(
+        init, "SCHEMA_ROLES", python_literal("SCHEMA_ROLES", {**roles, name: schema["role"]})
+    )
+    init = replace_assignment(
+        init, "MODULES", python_literal("MODULES", [*modules, name], tuple_of_names=True)
+    )
+    versions = literal(find_assignment(sources["version"], "SCHEMA_VERSIONS"))
+    updated = {
+        paths["init"]: with_import(init, name),
+        paths["version"]: replace_assignment(
+            sources["version"],
+            "SCHEMA_VERSIONS",
+            python_literal("SCHEMA_VERSIONS", {**versions, name: FIRST_VERSION}),
+        ),
+        package_dir / f"{name}.py": module_source(schema, tables, roots, blob),
+        tests_dir / f"test_{name}.py": test_source(schema, tables, roots, package_dir.name),
+    }
+    if not upstream:  # a new root needs sample rows for its test
+        sample = sources["sample"]
+        end = find_assignment(sample, "SAMPLE_ROWS").end_lineno
+        lines = sample.splitlines(keepends=True)
+        lines.insert(end - 1, sample_rows_entry(name, tables[name]))
+        updated[paths["sample"]] = re.sub(
+            r"^from \. import (.+)$",
+            lambda match: f"from . import {', '.join(sorted([*match[1].split(', '), name]))}",
+            "".join(lines),
+            count=1,
+            flags=re.MULTILINE,
+        )
+    for path, text in updated.items():
+        path.write_text(text, encoding="utf-8")
+    return [package_dir / f"{name}.py", tests_dir / f"test_{name}.py"]
+
+
+def sample_rows_entry(root: str, table: str) -> str:
+    """The SAMPLE_ROWS entry of one root table."""
+    rows = "".join(
+        f'        {{"{root}_id": {i}, "{root}_name": "{root} {i}"}},\n'
+        for i in range(1, SAMPLE_ROWS + 1)
+    )
+    return f"    {root}.{table}: [\n{rows}    ],\n"
