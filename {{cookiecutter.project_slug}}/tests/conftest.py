@@ -18,6 +18,7 @@ import datajoint as dj
 import pytest
 
 import {{ cookiecutter.package_name }} as package
+from {{ cookiecutter.package_name }} import promotion
 from {{ cookiecutter.package_name }}.sample_data import insert_sample_data
 
 
@@ -83,6 +84,8 @@ def pipeline(database, tmp_path_factory):
     finally:
         for module in reversed(package.MODULES):
             module.schema.drop(prompt=False)
+        if promotion.versions_schema.is_activated():
+            promotion.versions_schema.drop(prompt=False)
         if previous_prefix is None:
             del os.environ[package.PREFIX_VARIABLE]
         else:

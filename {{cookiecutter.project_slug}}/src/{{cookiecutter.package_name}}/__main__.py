@@ -10,14 +10,46 @@ from pathlib import Path
 import datajoint as dj
 from datajoint.settings import find_config_file
 
-from . import activate, auto_tables, scaffold, schema_names
+from . import activate, auto_tables, promotion, scaffold, schema_names, schema_prefix
 
 
 def declare(args: argparse.Namespace) -> int:
-    """Create every schema and table that is missing, upstream first."""
+    """Create every schema and table that is missing, upstream first; record versions."""
     for module, name in activate().items():
         print(f"{module:>20} -> {name}")
+    promotion.record_versions()
     return 0
+
+
+def versions(args: argparse.Namespace) -> int:
+    """Compare SCHEMA_VERSIONS with the versions the database was declared with."""
+    mismatches = promotion.version_mismatches()
+    for name, (code, database) in mismatches.items():
+        print(f"{name}: code {code}, database {database or 'not recorded'}")
+    if mismatches:
+        print(f"Run `declare` (or migrate) to bring the {schema_prefix()!r} schemas up to date.")
+        return 1
+    print("The database matches the code's schema versions.")
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Show how the schemas under one prefix differ from another's (exit 1 if they do)."""
+    target = schema_prefix() if args.to is None else args.to
+    differences = [d for d in promotion.compare(args.source, target) if d]
+    for difference in differences:
+        print(f"== {difference.schema}")
+        for prefix in difference.missing:
+            print(f"   schema {prefix}{difference.schema} does not exist")
+        for table in difference.only_in_source:
+            print(f"   table {table} only in {args.source}{difference.schema}")
+        for table in difference.only_in_target:
+            print(f"   table {table} only in {target}{difference.schema}")
+        for diff in difference.changed.values():
+            print(diff, end="")
+    if not differences:
+        print(f"{args.source!r} and {target!r} schemas have the same tables and definitions.")
+    return 1 if differences else 0
 
 
 def populate(args: argparse.Namespace) -> int:
@@ -167,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="first re-queue reservations older than this (from workers that were killed)",
     )
     status_parser.set_defaults(run=status)
+    commands.add_parser("versions", help=versions.__doc__).set_defaults(run=versions)
+    compare_parser = commands.add_parser("compare", help=compare.__doc__)
+    compare_parser.add_argument("source", help="prefix to compare, e.g. dev_my_pipeline_")
+    compare_parser.add_argument("--to", help="prefix to compare with (default: the one in force)")
+    compare_parser.set_defaults(run=compare)
     add_parser = commands.add_parser("add-schema", help=add_schema.__doc__)
     add_parser.add_argument("name", help="schema (module) name, e.g. behavior")
     add_parser.add_argument("--upstream", default="", help="comma-separated upstream schemas")
