@@ -64,13 +64,42 @@ def database(request):
 
 
 @pytest.fixture(scope="session")
-def pipeline(database, tmp_path_factory):
+def object_store(tmp_path_factory):
+    """The `main` store for the tests: a temporary folder, or a local S3 server for S3.
+
+    An S3 store is served by moto on loopback (started here), with a throwaway bucket,
+    so the tests write, read and delete real S3 objects without touching yours.
+    """
+    spec = dj.config.stores.get("main")
+    if not isinstance(spec, dict):
+        yield None  # no object store configured
+        return
+    if spec.get("protocol") != "s3":
+        spec["location"] = str(tmp_path_factory.mktemp("store"))
+        yield spec
+        return
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    credentials = {"access_key": "test", "secret_key": "test"}
+    spec.update(endpoint=f"{host}:{port}", secure=False, bucket="test-bucket", **credentials)
+    boto3.client(
+        "s3",
+        endpoint_url=f"http://{host}:{port}",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="test-bucket")
+    yield spec
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline(database, object_store):
     """Every schema declared under a throwaway prefix, sample data entered, all populated."""
-    for spec in dj.config.stores.values():
-        if isinstance(spec, dict) and "protocol" in spec:
-            # Tests keep their objects in a temporary folder, whatever the store.
-            spec.clear()
-            spec.update(protocol="file", location=str(tmp_path_factory.mktemp("store")))
     prefix = f"test_{secrets.token_hex(3)}_"
     # Everything in this run, the worker and the command line included, uses the prefix.
     previous_prefix = os.environ.get(package.PREFIX_VARIABLE)

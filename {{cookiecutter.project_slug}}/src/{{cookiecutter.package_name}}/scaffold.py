@@ -194,8 +194,11 @@ database, in dependency order (see README, "Schema names").
 """
 
 import os
+from pathlib import Path
 
 import datajoint as dj
+from datajoint.settings import find_config_file
+from dotenv import dotenv_values
 
 from . import _compat  # noqa: F401  (fixes stored values on MariaDB; see _compat.py)
 $imports
@@ -229,8 +232,15 @@ __all__ = [
 
 
 def schema_prefix() -> str:
-    """The prefix in force: $$$prefix_variable if set, else the production one."""
-    return os.environ.get(PREFIX_VARIABLE, PRODUCTION_PREFIX)
+    """The prefix in force: $$$prefix_variable from the environment or the project's .env,
+    else the production prefix."""
+    if PREFIX_VARIABLE in os.environ:
+        return os.environ[PREFIX_VARIABLE]
+    config_file = find_config_file()
+    value = dotenv_values((config_file.parent if config_file else Path.cwd()) / ".env").get(
+        PREFIX_VARIABLE
+    )
+    return PRODUCTION_PREFIX if value is None else value
 
 
 def short_name(module) -> str:
