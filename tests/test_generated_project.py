@@ -42,6 +42,7 @@ SPECS = {
 SPEC_BACKENDS = {
     "default": list(BACKENDS),
     "custom": list(BACKENDS),
+    "s3": ["mariadb", "postgresql"],
     "large": ["embedded", "mariadb"],
 }
 CASES = [(spec, backend) for spec, backends in SPEC_BACKENDS.items() for backend in backends]

@@ -1,0 +1,170 @@
+"""Projects created with cruft stay updatable: user edits survive, template changes arrive."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TEMPLATE
+
+pytestmark = pytest.mark.slow
+
+GIT = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.org",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.org",
+}
+
+
+def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=cwd, env={**os.environ, **GIT}, capture_output=True, text=True, check=check
+    )
+
+
+def commit_all(repo: Path, message: str) -> None:
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", message, cwd=repo)
+
+
+def cruft(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run(sys.executable, "-m", "cruft", *args, cwd=cwd, check=check)
+
+
+@pytest.fixture
+def template_repo(tmp_path):
+    """A git repository holding the template as it is in this working tree."""
+    repo = tmp_path / "template"
+    shutil.copytree(
+        TEMPLATE,
+        repo,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"
+        ),
+    )
+    run("git", "init", "-q", "-b", "main", cwd=repo)
+    commit_all(repo, "template")
+    return repo
+
+
+@pytest.fixture
+def project(tmp_path, template_repo):
+    """A project created with cruft and committed, as a user would."""
+    out = tmp_path / "out"
+    cruft("create", "--no-input", "--output-dir", str(out), str(template_repo), cwd=tmp_path)
+    project = out / "my-pipeline"
+    run("git", "init", "-q", "-b", "main", cwd=project)
+    commit_all(project, "generated")
+    return project
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_fresh_project_is_current(project, template_repo):
+    state = json.loads((project / ".cruft.json").read_text())
+    assert state["template"] == str(template_repo)
+    assert state["context"]["cookiecutter"]["package_name"] == "workflow"
+    assert cruft("check", cwd=project).returncode == 0
+    assert not (project / ".pipeline-plan.json").exists()
+
+
+def test_update_keeps_user_edits_and_brings_template_changes(project, template_repo):
+    package = project / "src" / "workflow"
+    # The user adds a table to a module the post-generation hook wrote, and edits the README.
+    with (package / "subject.py").open("a", encoding="utf-8") as module:
+        module.write(
+            '\n\n@schema\nclass Weighing(dj.Manual):\n    definition = """\n'
+            '    -> Subject\n    weighing_date : date\n    ---\n    weight : float64\n    """\n'
+        )
+    edit(project / "README.md", "## Setup", "## Setup\n\nOur lab runs this on the cluster.")
+    commit_all(project, "user edits")
+
+    # The template changes a helper, a schema module's template and the README.
+    template_package = (
+        template_repo / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
+    )
+    edit(template_package / "utils.py", "DURATION = 2.0", "DURATION = 3.0")
+    edit(
+        template_package / "scaffold.py",
+        '    """One $name entry, entered by hand or from another lab system."""',
+        '    """One $name entry, entered by hand or imported from another lab system."""',
+    )
+    with (template_repo / "{{cookiecutter.project_slug}}" / "README.md").open("a") as readme:
+        readme.write("\nTemplate news.\n")
+    commit_all(template_repo, "template changes")
+    assert cruft("check", cwd=project, check=False).returncode != 0
+
+    result = cruft("update", "-y", cwd=project, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    subject = (package / "subject.py").read_text()
+    assert "class Weighing(dj.Manual)" in subject  # the user's table survived
+    assert "imported from another lab system" in subject  # the template's change arrived
+    assert "DURATION = 3.0" in (package / "utils.py").read_text()
+    readme = (project / "README.md").read_text()
+    assert "Our lab runs this on the cluster." in readme and "Template news." in readme
+    # Nothing duplicated or left over.
+    assert sorted(p.name for p in package.glob("*.py")) == sorted(
+        ["__init__.py", "__main__.py", "_compat.py", "analysis.py", "ephys.py", "imaging.py"]
+        + ["promotion.py", "sample_data.py", "scaffold.py", "session.py", "subject.py"]
+        + ["utils.py", "version.py", "worker.py"]
+        + [p.name for p in package.glob("access.py")]
+    )
+    assert not list(project.rglob("*.rej")) and not list(project.rglob("*.orig"))
+    assert not (project / ".pipeline-plan.json").exists()
+    commit_all(project, "update")
+    assert cruft("check", cwd=project).returncode == 0
+
+
+def test_conflicting_edits_are_surfaced(project, template_repo):
+    utils = project / "src" / "workflow" / "utils.py"
+    edit(utils, "DURATION = 2.0", "DURATION = 5.0  # our rigs record longer")
+    commit_all(project, "user edit")
+    edit(
+        template_repo
+        / "{{cookiecutter.project_slug}}"
+        / "src"
+        / "{{cookiecutter.package_name}}"
+        / "utils.py",
+        "DURATION = 2.0",
+        "DURATION = 3.0",
+    )
+    commit_all(template_repo, "template edit")
+
+    cruft("update", "-y", cwd=project, check=False)
+    text = utils.read_text()
+    rejected = list(project.rglob("utils.py.rej"))
+    assert ("<<<<<<<" in text and "DURATION = 3.0" in text) or rejected
+    assert "DURATION = 5.0" in text  # the user's line is still there
+    status = run("git", "status", "--porcelain", cwd=project).stdout
+    assert "utils.py" in status  # the conflict shows up for the user to resolve
+
+
+def test_adding_a_schema_by_re_rendering(project):
+    result = cruft(
+        "update",
+        "-y",
+        "--variables-to-update",
+        json.dumps(
+            {
+                "schemas": "subject; session <- subject; ephys <- session; imaging <- session; "
+                "analysis <- ephys, imaging; behavior <- session"
+            }
+        ),
+        cwd=project,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    package = project / "src" / "workflow"
+    assert (package / "behavior.py").is_file()
+    assert "from . import behavior" in (package / "__init__.py").read_text()
+    assert '"behavior": "0.1.0"' in (package / "version.py").read_text()
