@@ -11,6 +11,7 @@ import datajoint as dj
 from datajoint.settings import find_config_file
 
 from . import activate, auto_tables, promotion, scaffold, schema_names, schema_prefix
+from .utils import datajoint_logs_to_stderr
 
 
 def declare(args: argparse.Namespace) -> int:
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    datajoint_logs_to_stderr()
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -1,5 +1,7 @@
 """Helpers shared by the schema modules: starter signals and object-store set-up."""
 
+import logging
+import sys
 import zlib
 from pathlib import Path
 
@@ -54,3 +56,10 @@ def prepare_stores() -> None:
             location = root / spec["location"]
             location.mkdir(parents=True, exist_ok=True)
             spec["location"] = str(location)
+
+
+def datajoint_logs_to_stderr() -> None:
+    """Send DataJoint's log lines to stderr, keeping stdout for a command's output (--json)."""
+    for handler in logging.getLogger("datajoint").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)

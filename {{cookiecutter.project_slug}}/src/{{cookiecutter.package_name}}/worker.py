@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import datajoint as dj
 
 from . import activate, auto_tables
+from .utils import datajoint_logs_to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    datajoint_logs_to_stderr()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,0 +1,220 @@
+"""Worker processes of a generated project, against MariaDB and PostgreSQL.
+
+Several `python -m <package>.worker` processes share one database: every key is made
+exactly once, a failing make() leaves an error record while the rest completes, SIGTERM
+stops a worker cleanly, and after SIGKILL another worker completes the pipeline once the
+orphaned reservation is released, as the generated README documents.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import BACKENDS, clean_environment, install
+
+pytestmark = pytest.mark.slow
+
+PACKAGE = "wk"
+KEYS = 40
+FAILING = 7
+
+WORK_MODULE = '''\
+"""A test schema whose make() is slow, logs every call and fails for one key."""
+
+import os
+import time
+
+import datajoint as dj
+
+from . import subject
+
+schema = dj.Schema()
+
+
+@schema
+class Work(dj.Computed):
+    definition = """
+    -> subject.Subject
+    ---
+    worker_pid : int32
+    """
+
+    def make(self, key):
+        with open(os.environ["WORK_LOG"], "a") as log:
+            log.write(f"{key['subject_id']} {os.getpid()}\\n")
+        time.sleep(float(os.environ.get("WORK_SECONDS", "0.05")))
+        if key["subject_id"] == FAILING:
+            raise ValueError(f"bad subject {key['subject_id']}")
+        self.insert1({**key, "worker_pid": os.getpid()})
+'''.replace("FAILING", str(FAILING))
+
+
+@pytest.fixture(scope="module")
+def worker_project(cookies_session, project_env):
+    result = cookies_session.bake(
+        extra_context={"package_name": PACKAGE, "project_name": "Workers"}
+    )
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    install(project_env, project)
+    python = str(project_env / "bin" / "python")
+    subprocess.run(
+        [python, "-m", PACKAGE, "add-schema", "work", "--upstream", "subject"],
+        cwd=project,
+        check=True,
+    )
+    (project / "src" / PACKAGE / "work.py").write_text(WORK_MODULE)
+    return project
+
+
+@pytest.fixture(params=["mariadb", "postgresql"])
+def pipeline_env(request, worker_project, project_env, tmp_path):
+    """Environment of one test: a backend, a fresh schema prefix, KEYS subjects entered."""
+    prefix = f"wtest_{secrets.token_hex(3)}_"
+    env = clean_environment(
+        **BACKENDS[request.param],
+        WK_SCHEMA_PREFIX=prefix,
+        WORK_LOG=str(tmp_path / "calls.log"),
+        PYTHONUNBUFFERED="1",
+    )
+    python = str(project_env / "bin" / "python")
+
+    def run_python(code: str) -> str:
+        done = subprocess.run(
+            [python, "-c", code],
+            cwd=worker_project,
+            env=env,
+            capture_output=True,
+            check=False,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return (
+            done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+        )  # DataJoint greets first
+
+    run_python(
+        f"import {PACKAGE}; from {PACKAGE} import subject; {PACKAGE}.activate(); "
+        f"subject.Subject.insert([(i, f's{{i}}') for i in range(1, {KEYS + 1})]); "
+        f"from {PACKAGE} import work; work.Work.jobs.refresh()"
+    )
+    yield {
+        "env": env,
+        "python": python,
+        "project": worker_project,
+        "run": run_python,
+        "log": tmp_path / "calls.log",
+    }
+    run_python(
+        f"import {PACKAGE}; {PACKAGE}.activate()\n"
+        f"for m in reversed({PACKAGE}.MODULES): m.schema.drop(prompt=False)"
+    )
+
+
+def start_worker(setup, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [setup["python"], "-m", f"{PACKAGE}.worker", "--schema", "work", *args],
+        cwd=setup["project"],
+        env={**setup["env"], **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def state(setup) -> dict:
+    """The Work table's job counts and the keys made so far (one process start)."""
+    code = (
+        f"import json, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.work import Work; "
+        "print(json.dumps({'jobs': Work.jobs.progress(), "
+        "'made': sorted(r['subject_id'] for r in Work().to_dicts())}))"
+    )
+    return json.loads(setup["run"](code))
+
+
+def calls(setup) -> Counter:
+    lines = setup["log"].read_text().split() if setup["log"].exists() else []
+    return Counter(int(key) for key in lines[::2])
+
+
+def wait_for_a_reservation(setup, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if setup["log"].exists() and setup["log"].read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError("no worker started a key")
+
+
+def test_three_workers_make_every_key_exactly_once(pipeline_env):
+    workers = [start_worker(pipeline_env) for _ in range(3)]
+    codes = [worker.wait(timeout=120) for worker in workers]
+    outputs = [worker.stdout.read() for worker in workers]
+    assert sorted(codes) == [0, 0, 1], outputs  # only the worker that met the failing key exits 1
+    assert all(count == 1 for count in calls(pipeline_env).values())
+    assert set(calls(pipeline_env)) == set(range(1, KEYS + 1))
+    failing_output = next(out for code, out in zip(codes, outputs, strict=True) if code == 1)
+    assert f"ValueError: bad subject {FAILING}" in failing_output
+    status = subprocess.run(
+        [pipeline_env["python"], "-m", PACKAGE, "status", "--json"],
+        cwd=pipeline_env["project"],
+        env=pipeline_env["env"],
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert status.returncode == 1  # a job in error: alerting can key on this
+    work = next(row for row in json.loads(status.stdout) if row["table"] == "work.Work")
+    assert work["errors"] == 1 and f"bad subject {FAILING}" in work["latest_errors"][0]["message"]
+    assert (work["done"], work["remaining"], work["reserved"]) == (KEYS - 1, 1, 0)
+
+
+def test_sigterm_stops_a_worker_cleanly(pipeline_env):
+    worker = start_worker(pipeline_env, WORK_SECONDS="2")
+    wait_for_a_reservation(pipeline_env)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 128 + signal.SIGTERM
+    output = worker.stdout.read()
+    assert "interrupted key(s) back to pending" in output
+    after = state(pipeline_env)
+    interrupted = set(calls(pipeline_env)) - set(after["made"])
+    assert len(interrupted) == 1  # the key in progress was abandoned, not half-written
+    assert after["jobs"]["reserved"] == 0 and after["jobs"]["error"] == 0
+    # Another worker takes the abandoned key, along with the rest.
+    finisher = start_worker(pipeline_env, WORK_SECONDS="0")
+    assert finisher.wait(timeout=120) == 1  # it meets the failing key
+    assert state(pipeline_env)["made"] == [k for k in range(1, KEYS + 1) if k != FAILING]
+
+
+def test_after_sigkill_the_orphaned_key_is_released_and_completed(pipeline_env):
+    worker = start_worker(pipeline_env, WORK_SECONDS="3")
+    wait_for_a_reservation(pipeline_env)
+    worker.kill()
+    worker.wait(timeout=30)
+    killed_key = next(iter(calls(pipeline_env)))
+    after = state(pipeline_env)
+    assert killed_key not in after["made"]  # no partial row
+    assert after["jobs"]["reserved"] == 1
+    # A plain worker leaves the orphan alone; the documented release re-queues it.
+    time.sleep(1.2)
+    released = subprocess.run(
+        [pipeline_env["python"], "-m", PACKAGE, "status", "--release-orphans", "1"],
+        cwd=pipeline_env["project"],
+        env=pipeline_env["env"],
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert released.returncode == 0, released.stdout + released.stderr
+    finisher = start_worker(pipeline_env, WORK_SECONDS="0")
+    assert finisher.wait(timeout=120) == 1
+    final = state(pipeline_env)
+    assert final["made"] == [k for k in range(1, KEYS + 1) if k != FAILING]
+    assert (final["jobs"]["reserved"], final["jobs"]["error"]) == (0, 1)
