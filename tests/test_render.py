@@ -202,6 +202,9 @@ def test_spec_on_the_command_line(tmp_path):
     assert imported_upstream(project, "lab", "stats") == {"scan", "mouse"}
 
 
+MOUSE_DOC = 'Mice of the "colony" \\o/ with """triple""" quotes, ending in a "quote"'
+
+
 def test_structured_spec_in_a_config_file(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -214,7 +217,7 @@ def test_structured_spec_in_a_config_file(tmp_path):
                             "upstream": ["scan", "mouse"],
                             "description": "Statistics across scans.",
                         },
-                        "mouse": {"description": "Mice of the colony.", "role": "acquisition"},
+                        "mouse": {"description": MOUSE_DOC, "role": "acquisition"},
                         "scan": ["mouse"],
                     },
                 }
@@ -227,10 +230,7 @@ def test_structured_spec_in_a_config_file(tmp_path):
     assert result.returncode == 0, result.stderr
     project = tmp_path / "my-pipeline"
     assert module_order(project, "lab") == ["mouse", "scan", "stats"]
-    assert (
-        ast.get_docstring(ast.parse((project / "src/lab/mouse.py").read_text()))
-        == "Mice of the colony."
-    )
+    assert ast.get_docstring(ast.parse((project / "src/lab/mouse.py").read_text())) == MOUSE_DOC
     assert (
         ast.get_docstring(ast.parse((project / "src/lab/stats.py").read_text()))
         == "Statistics across scans."

@@ -46,14 +46,18 @@ def table_class(schema: str) -> str:
     return KNOWN_TABLES.get(schema) or "".join(part.capitalize() for part in schema.split("_"))
 
 
-def docstring(text: str, indent: str = "") -> str:
-    """A triple-quoted docstring of any text, wrapped at 88 columns."""
-    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').strip()
-    lines = textwrap.wrap(text, width=88 - len(indent) - 6) or [""]
+def escaped(text: str) -> str:
+    """Text that reads as itself inside a triple-quoted docstring."""
+    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    return text[:-1] + '\\"' if text.endswith('"') else text
+
+
+def docstring(text: str) -> str:
+    """A module docstring of any one-line text, wrapped at 88 columns."""
+    lines = textwrap.wrap(escaped(text.strip()), width=82) or [""]
     if len(lines) == 1:
-        return f'{indent}"""{lines[0]}"""'
-    body = "\n".join(f"{indent}{line}" for line in lines)
-    return f'{indent}"""{body.lstrip()}\n{indent}"""'
+        return f'"""{lines[0]}"""'
+    return '"""' + "\n".join(lines) + '\n"""'
 
 
 ROLE_SUMMARY = {
@@ -401,7 +405,7 @@ def write_pipeline(
         )
     (source / "__init__.py").write_text(
         INIT.substitute(
-            title=title.replace("\\", "\\\\").replace('"""', '\\"\\"\\"'),
+            title=escaped(title),
             imports="\n".join(f"from . import {name}" for name in names),
             modules=python_literal("MODULES", names, tuple_of_names=True),
             pipeline=python_literal("PIPELINE", {s["name"]: tuple(s["upstream"]) for s in plan}),
