@@ -62,4 +62,4 @@ def datajoint_logs_to_stderr() -> None:
     """Send DataJoint's log lines to stderr, keeping stdout for a command's output (--json)."""
     for handler in logging.getLogger("datajoint").handlers:
         if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
+            handler.stream = sys.stderr  # not setStream(): it flushes the old stream, maybe closed
