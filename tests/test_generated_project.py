@@ -35,6 +35,8 @@ SPECS = {
         "object_store": "none",
         "schemas": "mouse; rig; scan <- mouse, rig; trace <- scan; spikes <- scan; summary <- trace, spikes, mouse",
     },
+    # Objects in S3, served by moto on loopback during the generated tests.
+    "s3": {"package_name": "s3lab", "project_name": "S3 Lab", "object_store": "s3"},
     # 111 schemas: a chain with diamonds every seventh schema, and a second root.
     "large": {"package_name": "big", "project_name": "Big Pipeline", "schemas": LARGE_SPEC},
 }
