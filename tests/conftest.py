@@ -34,13 +34,18 @@ BACKENDS = {
 }
 
 
-def load_hook(name: str):
-    """Import a hook script as a module (its Jinja placeholder stays an unused string)."""
-    spec = importlib.util.spec_from_file_location(name, TEMPLATE / "hooks" / f"{name}.py")
+def load_module(path: Path):
+    """Import a Python file as a module of its own name."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
+    sys.modules[path.stem] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def load_hook(name: str):
+    """Import a hook script as a module (its Jinja placeholder stays an unused string)."""
+    return load_module(TEMPLATE / "hooks" / f"{name}.py")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TEMPLATE, module_order
+from conftest import TEMPLATE, load_module, module_order
 
 DEFAULT_ORDER = ["subject", "session", "ephys", "imaging", "analysis"]
 DEFAULT_UPSTREAM = {
@@ -307,3 +307,48 @@ def test_unusual_text_is_rendered_exactly(cookies):
         json.loads(notebook.read_text(encoding="utf-8"))
     for source in project.rglob("*.py"):
         compile(source.read_text(encoding="utf-8"), str(source), "exec")
+
+
+def test_readme_shows_the_pipeline_diagram(cookies):
+    readme = (bake(cookies) / "README.md").read_text()
+    diagram = readme.split("```mermaid\n")[1].split("```")[0]
+    assert diagram.splitlines() == [
+        "flowchart LR",
+        "    subject",
+        "    subject --> session",
+        "    session --> ephys",
+        "    session --> imaging",
+        "    ephys --> analysis",
+        "    imaging --> analysis",
+    ]
+
+
+def test_add_schema_appends_one_module_in_dependency_order(cookies):
+    project = bake(cookies, schemas="b; a; end <- a, b")
+    scaffold = load_module(project / "src" / "workflow" / "scaffold.py")
+    before = {path: path.read_text() for path in (project / "src" / "workflow").glob("[a-z]*.py")}
+    scaffold.add_schema(
+        project / "src" / "workflow", project / "tests", "extra", ["end", "a"], blob="<blob@main>"
+    )
+    scaffold.add_schema(
+        project / "src" / "workflow", project / "tests", "rig", [], blob="<blob@main>"
+    )
+    assert module_order(project, "workflow") == ["b", "a", "end", "extra", "rig"]
+    assert imported_upstream(project, "workflow", "extra") == {"end", "a"}
+    for path, text in before.items():  # existing schema modules are untouched
+        if path.stem in {"a", "b", "end"}:
+            assert path.read_text() == text
+    assert "rig.Rig" in (project / "src" / "workflow" / "sample_data.py").read_text()
+    assert '    end_["end"] --> extra' in (project / "README.md").read_text()
+    with pytest.raises(ValueError, match="unknown upstream"):
+        scaffold.add_schema(project / "src" / "workflow", project / "tests", "x", ["nope"], blob="")
+    with pytest.raises(ValueError, match="exists already"):
+        scaffold.add_schema(project / "src" / "workflow", project / "tests", "rig", [], blob="")
+    lint = subprocess.run(
+        ["ruff", "check", "--no-cache", "."],
+        cwd=project,
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout

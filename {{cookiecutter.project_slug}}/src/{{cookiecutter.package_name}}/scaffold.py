@@ -326,6 +326,32 @@ def python_literal(name: str, value: dict | list, *, tuple_of_names: bool = Fals
     return f"{name} = {{\n" + "".join(lines) + "}"
 
 
+DIAGRAM = re.compile(
+    r"(<!-- pipeline-diagram:start -->\n).*?(<!-- pipeline-diagram:end -->)", re.DOTALL
+)
+# Words Mermaid reads as syntax; such schemas get a suffixed node id and their name as label.
+MERMAID_KEYWORDS = frozenset({"end", "graph", "flowchart", "subgraph", "style", "class", "click"})
+
+
+def mermaid(pipeline: dict[str, tuple[str, ...]]) -> str:
+    """The pipeline as a Mermaid flowchart, upstream to downstream (renders on GitHub)."""
+
+    def node(name: str) -> str:
+        return f'{name}_["{name}"]' if name in MERMAID_KEYWORDS else name
+
+    lines = ["```mermaid", "flowchart LR"]
+    for name, upstream in pipeline.items():
+        lines += [f"    {node(parent)} --> {node(name)}" for parent in upstream]
+        if not upstream:
+            lines.append(f"    {node(name)}")
+    return "\n".join([*lines, "```"]) + "\n"
+
+
+def with_diagram(text: str, pipeline: dict[str, tuple[str, ...]]) -> str:
+    """Text with the diagram between its pipeline-diagram markers brought up to date."""
+    return DIAGRAM.sub(lambda match: match[1] + mermaid(pipeline) + match[2], text)
+
+
 def combined_inputs(schema: dict, roots: set[str]) -> list[str]:
     """Upstream schemas whose signals the starter table combines; none means it acquires."""
     if schema["name"] in ACQUIRED:
@@ -415,6 +441,12 @@ def write_pipeline(
         ),
         encoding="utf-8",
     )
+    pipeline = {schema["name"]: tuple(schema["upstream"]) for schema in plan}
+    for document in (project / "README.md", project / "docs" / "pipeline.md"):
+        if document.is_file():
+            document.write_text(
+                with_diagram(document.read_text(encoding="utf-8"), pipeline), encoding="utf-8"
+            )
     (source / "version.py").write_text(
         VERSION.substitute(
             version=FIRST_VERSION,
@@ -539,6 +571,11 @@ def add_schema(
             count=1,
             flags=re.MULTILINE,
         )
+    project = tests_dir.parent
+    for document in (project / "README.md", project / "docs" / "pipeline.md"):
+        if document.is_file():
+            text = document.read_text(encoding="utf-8")
+            updated[document] = with_diagram(text, {**pipeline, name: tuple(upstream)})
     for path, text in updated.items():
         path.write_text(text, encoding="utf-8")
     return [package_dir / f"{name}.py", tests_dir / f"test_{name}.py"]
