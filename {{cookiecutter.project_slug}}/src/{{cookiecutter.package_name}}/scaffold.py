@@ -369,7 +369,7 @@ def module_source(schema: dict, tables: dict[str, str], roots: set[str], blob: s
     inputs = combined_inputs(schema, roots)
     fields["imports"] = f"from . import {', '.join(sorted(upstream))}"
     if set(upstream) - set(inputs):
-        fields["imports"] += "  # noqa: F401  (the foreign keys below refer to them)"
+        fields["imports"] += "  # noqa: F401 - used by the foreign keys below"
     fields["foreign_keys"] = "\n".join(f"    -> {parent}.{tables[parent]}" for parent in upstream)
     if not inputs:
         return IMPORTED.substitute(fields)
