@@ -107,7 +107,7 @@ def record_versions(prefix: str | None = None) -> None:
         for name, version in SCHEMA_VERSIONS.items()
     ]
     with DeclaredVersion.connection.transaction:
-        (DeclaredVersion & [{"schema_name": row["schema_name"]} for row in rows]).delete_quick()
+        (DeclaredVersion() & [{"schema_name": row["schema_name"]} for row in rows]).delete_quick()
         DeclaredVersion.insert(rows)
 
 

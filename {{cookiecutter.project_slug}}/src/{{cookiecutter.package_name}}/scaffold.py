@@ -25,6 +25,7 @@ import re
 import textwrap
 from pathlib import Path
 from string import Template
+from typing import Any
 
 # The guide's table names for the default pipeline; other schemas are CamelCased.
 KNOWN_TABLES = {
@@ -314,7 +315,7 @@ def insert_sample_data() -> None:
 ''')
 
 
-def python_literal(name: str, value: dict | list, *, tuple_of_names: bool = False) -> str:
+def python_literal(name: str, value: Any, *, tuple_of_names: bool = False) -> str:
     """`name = value` as ruff would format it: one line if it fits, else one item per line."""
     if tuple_of_names:
         items = list(value)
@@ -473,10 +474,10 @@ def find_assignment(source: str, name: str) -> ast.Assign:
     raise ValueError(f"no top-level {name} = ... assignment found")
 
 
-def literal(node: ast.Assign) -> object:
+def literal(node: ast.Assign) -> Any:
     """The value of an assignment: names for a tuple of modules, else the literal."""
     if isinstance(node.value, ast.Tuple):
-        return [element.id for element in node.value.elts]
+        return [ast.unparse(element) for element in node.value.elts]
     return ast.literal_eval(node.value)
 
 
@@ -561,7 +562,8 @@ def add_schema(
     }
     if not upstream:  # a new root needs sample rows for its test
         sample = sources["sample"]
-        end = find_assignment(sample, "SAMPLE_ROWS").end_lineno
+        node = find_assignment(sample, "SAMPLE_ROWS")
+        end = node.end_lineno or node.lineno
         lines = sample.splitlines(keepends=True)
         lines.insert(end - 1, sample_rows_entry(name, tables[name]))
         updated[paths["sample"]] = re.sub(
