@@ -92,6 +92,7 @@ CHOICES = {
     "python_min": ("3.10", "3.11", "3.12", "3.13"),
     "database_backend": ("mysql", "postgresql"),
     "object_store": ("file", "s3", "none"),
+    "audit_trail": ("yes", "no"),
 }
 IDENTIFIER_LIMIT = {"mysql": 64, "postgresql": 63}
 DEVELOPMENT_PREFIX_ROOM = 8

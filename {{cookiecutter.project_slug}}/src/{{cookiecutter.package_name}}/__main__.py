@@ -4,13 +4,14 @@ import argparse
 import getpass
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 
 import datajoint as dj
 from datajoint.settings import find_config_file
 
-from . import activate, auto_tables, promotion, scaffold, schema_names, schema_prefix
+from . import access, activate, auto_tables, promotion, scaffold, schema_names, schema_prefix
 from .utils import datajoint_logs_to_stderr
 
 
@@ -18,6 +19,8 @@ def declare(args: argparse.Namespace) -> int:
     """Create every schema and table that is missing, upstream first; record versions."""
     for module, name in activate().items():
         print(f"{module:>20} -> {name}")
+    for table in auto_tables():
+        table.jobs.refresh()  # declares the jobs table, so workers need no CREATE privilege
     promotion.record_versions()
     return 0
 
@@ -124,6 +127,81 @@ def status(args: argparse.Namespace) -> int:
     return 1 if any(row["errors"] for row in report) else 0
 
 
+def access_grant(args: argparse.Namespace) -> int:
+    """Print (or --apply) the SQL that creates a user with a role of access.toml."""
+    try:
+        statements = access.grant_statements(args.user, args.role, args.prefix)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for statement in statements:
+        print(statement.shown() + ";")
+    if args.apply:
+        if args.password_env:
+            password = os.environ.get(args.password_env) or ""
+        elif args.generate_password:
+            password = secrets.token_urlsafe(18)
+            print(f"Password for {args.user} (shown once): {password}", file=sys.stderr)
+        else:
+            password = getpass.getpass(f"Password for {args.user}: ")
+        if not password:
+            print("error: empty password", file=sys.stderr)
+            return 2
+        access.apply(statements, password)
+        print(f"Applied: {args.user} is {args.role}.", file=sys.stderr)
+    return 0
+
+
+def access_revoke(args: argparse.Namespace) -> int:
+    """Print (or --apply) the SQL that takes a user's role away."""
+    prefix = schema_prefix() if args.prefix is None else args.prefix
+    statements = access.revoke_statements(args.user, args.role, prefix)
+    for statement in statements:
+        print(statement.shown() + ";")
+    if args.apply:
+        access.apply(statements, None)
+    return 0
+
+
+def access_policy(args: argparse.Namespace) -> int:
+    """Print the S3/MinIO bucket policy that matches a role's database rights."""
+    stores = dj.config.stores
+    main = stores.get("main") if isinstance(stores.get("main"), dict) else {}
+    bucket = args.bucket or main.get("bucket")
+    if not bucket:
+        print("error: no S3 bucket configured; give --bucket", file=sys.stderr)
+        return 2
+    location = args.location or main.get("location", "")
+    print(json.dumps(access.bucket_policy(args.role, bucket, location, args.prefix), indent=2))
+    return 0
+
+
+def add_access_parser(commands: argparse._SubParsersAction) -> None:
+    """The `access` command and its grant, revoke and policy subcommands."""
+    parser = commands.add_parser("access", help="database grants and bucket policies per role")
+    actions = parser.add_subparsers(dest="action", required=True)
+    grant = actions.add_parser("grant", help=access_grant.__doc__)
+    grant.add_argument("user")
+    grant.add_argument("role", help="a role of access.toml: viewer, analyst, operator, ...")
+    password = grant.add_mutually_exclusive_group()
+    password.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
+    password.add_argument("--generate-password", action="store_true", help="make one, show once")
+    grant.set_defaults(run=access_grant)
+    revoke = actions.add_parser("revoke", help=access_revoke.__doc__)
+    revoke.add_argument("user")
+    revoke.add_argument("--role", help="PostgreSQL: only this role (default: every role)")
+    revoke.set_defaults(run=access_revoke)
+    policy = actions.add_parser("policy", help=access_policy.__doc__)
+    policy.add_argument("role")
+    policy.add_argument("--bucket", help="default: the main store's bucket")
+    policy.add_argument("--location", help="default: the main store's location")
+    policy.set_defaults(run=access_policy)
+    for action in (grant, revoke, policy):
+        action.add_argument("--prefix", help="schema set (default: the prefix in force)")
+    for action in (grant, revoke):
+        action.add_argument("--apply", action="store_true", help="run it as the configured user")
+
+
 def login(args: argparse.Namespace) -> int:
     """Save database credentials in .secrets/, readable by you alone."""
     config_file = find_config_file()
@@ -213,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--role", default="", choices=["", "acquisition", "processing", "analysis"]
     )
     add_parser.set_defaults(run=add_schema)
+    add_access_parser(commands)
     login_parser = commands.add_parser("login", help=login.__doc__)
     login_parser.add_argument("--user", help="database user (asked when omitted)")
     login_parser.set_defaults(run=login)
