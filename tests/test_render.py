@@ -47,6 +47,18 @@ def foreign_key_modules(project: Path, package: str, schema: str) -> set[str]:
     return set(re.findall(r"^\s*->\s*(\w+)\.\w+", source, flags=re.MULTILINE))
 
 
+def assert_ruff_clean(project: Path, *command: str) -> None:
+    """`ruff <command> .` finds nothing in a rendered project."""
+    result = subprocess.run(
+        ["ruff", *command, "--no-cache", "."],
+        cwd=project,
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout
+
+
 def cookiecutter_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cookiecutter", *args],
@@ -170,22 +182,8 @@ def test_option_combinations(cookies, options):
     }[options["license"]] in license_text
     secrets_readme = (project / ".secrets" / "README.md").read_text()
     assert ("stores.main.secret_key" in secrets_readme) == (options["object_store"] == "s3")
-    lint = subprocess.run(
-        ["ruff", "check", "--no-cache", "."],
-        cwd=project,
-        capture_output=True,
-        check=False,
-        text=True,
-    )
-    assert lint.returncode == 0, lint.stdout
-    formatted = subprocess.run(
-        ["ruff", "format", "--check", "--no-cache", "."],
-        cwd=project,
-        capture_output=True,
-        check=False,
-        text=True,
-    )
-    assert formatted.returncode == 0, formatted.stdout
+    assert_ruff_clean(project, "check")
+    assert_ruff_clean(project, "format", "--check")
 
 
 def test_spec_on_the_command_line(tmp_path):
@@ -344,11 +342,4 @@ def test_add_schema_appends_one_module_in_dependency_order(cookies):
         scaffold.add_schema(project / "src" / "workflow", project / "tests", "x", ["nope"], blob="")
     with pytest.raises(ValueError, match="exists already"):
         scaffold.add_schema(project / "src" / "workflow", project / "tests", "rig", [], blob="")
-    lint = subprocess.run(
-        ["ruff", "check", "--no-cache", "."],
-        cwd=project,
-        capture_output=True,
-        check=False,
-        text=True,
-    )
-    assert lint.returncode == 0, lint.stdout
+    assert_ruff_clean(project, "check")
