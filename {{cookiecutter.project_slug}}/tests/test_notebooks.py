@@ -32,10 +32,10 @@ def test_notebooks_run_in_order(pipeline, monkeypatch):
     for name, value in kernel_settings().items():
         monkeypatch.setenv(name, value)
     notebooks = [nbformat.read(path, as_version=4) for path in NOTEBOOKS]
-    session = nbformat.v4.new_notebook(
-        cells=[cell for notebook in notebooks for cell in notebook.cells],
-        metadata=notebooks[0].metadata,
-    )
+    cells = [cell for notebook in notebooks for cell in notebook.cells]
+    for number, cell in enumerate(cells):
+        cell["id"] = f"cell-{number}"  # ids are unique per notebook, not across both
+    session = nbformat.v4.new_notebook(cells=cells, metadata=notebooks[0].metadata)
     client = NotebookClient(
         session, timeout=300, resources={"metadata": {"path": str(NOTEBOOKS[0].parent)}}
     )
