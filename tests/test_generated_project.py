@@ -37,6 +37,8 @@ SPECS = {
     },
     # Objects in S3, served by moto on loopback during the generated tests.
     "s3": {"package_name": "s3lab", "project_name": "S3 Lab", "object_store": "s3"},
+    # A single schema: no computed table, nothing in the store.
+    "single": {"package_name": "single", "project_name": "Single", "schemas": "colony"},
     # 111 schemas: a chain with diamonds every seventh schema, and a second root.
     "large": {"package_name": "big", "project_name": "Big Pipeline", "schemas": LARGE_SPEC},
 }
@@ -45,6 +47,7 @@ SPEC_BACKENDS = {
     "default": list(BACKENDS),
     "custom": list(BACKENDS),
     "s3": ["mariadb", "postgresql"],
+    "single": ["embedded"],
     "large": ["embedded", "mariadb"],
 }
 CASES = [(spec, backend) for spec, backends in SPEC_BACKENDS.items() for backend in backends]
