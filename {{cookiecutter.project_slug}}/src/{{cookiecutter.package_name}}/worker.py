@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import datajoint as dj
 
-from . import activate, auto_tables
+from . import activate, auto_tables, health
 from .utils import datajoint_logs_to_stderr
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     activate()
+    health.start_heartbeat()  # for container health checks, when WORKER_HEARTBEAT_FILE is set
     log.info("worker started: %s", ", ".join(f"{schema_of(t)}.{t.__name__}" for t in tables))
     previous = {
         signum: signal.signal(signum, stop_on) for signum in (signal.SIGINT, signal.SIGTERM)
