@@ -22,6 +22,12 @@ if [[ -f .venv/bin/activate ]]; then
   source .venv/bin/activate
 fi
 
+# Production, set here and not taken from the submitting shell (sbatch passes its
+# environment on): the production schemas, and workers that never declare a table
+# (DataJoint's production mode; declare once with `python -m {{ cookiecutter.package_name }} declare`).
+export {{ cookiecutter.__prefix_variable }}={{ cookiecutter.schema_prefix }}
+export DJ_CREATE_TABLES=false
+
 # Re-queue keys held by workers that were killed outright (node failure, scancel -s KILL);
 # keep ORPHAN_TIMEOUT longer than the slowest make().
 exec python -m {{ cookiecutter.package_name }}.worker \

@@ -8,8 +8,9 @@ going, or its process is frozen. A long make() does not make a worker unhealthy.
     python -m <package>.health                 # exit 0 when healthy, 1 (and one line why) when not
     python -m <package>.health --database      # and the database answers the worker's credentials
 
-Kubernetes' liveness probe uses the heartbeat only: restarting workers does not
-mend a database that is down.
+Probes run this file by its path (``python -P /app/src/<package>/health.py``): it needs
+only the standard library for the heartbeat, so a probe does not import the pipeline.
+They check the heartbeat only: restarting workers does not mend a database that is down.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def database_problem() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog=f"python -m {__name__}", description="Exit 0 when this container's worker is alive."
+        prog="health", description="Exit 0 when this container's worker is alive."
     )
     parser.add_argument(
         "--max-age",
