@@ -50,6 +50,9 @@ DATAJOINT_VARIABLES = {
 HOSTILE_PASSWORD = "p'q\"r#s!t%u\\v é;&x"
 OLDEST_KUBERNETES = "1.33.0"  # backoffLimitPerIndex and podFailurePolicy are GA from 1.33
 OVERLAYS = ("dev", "prod")
+# The worker probe everywhere: health.py by its path in the image (docker/Dockerfile copies
+# src/ to /app/src), so that it does not import the pipeline.
+PROBE = ["python", "-P", f"/app/src/{PACKAGE}/health.py"]
 
 
 def tool(name: str) -> str:
@@ -254,7 +257,7 @@ def test_kubernetes_objects_do_what_the_docs_say(project, overlay):
         spec = pod["spec"]
         (container,) = spec["containers"]
         assert container["image"].endswith(":0.1.0" if overlay == "prod" else ":dev")
-        assert container["command"][:3] == ["python", "-m", container["command"][2]]
+        assert container["command"][:2] == ["python", "-m"]
         assert container["command"][2].startswith(PACKAGE)
         env_from = {ref["configMapRef"]["name"] for ref in container["envFrom"]}
         assert env_from == {objects["ConfigMap", "pipeline-env"]["metadata"]["name"]}
@@ -268,11 +271,7 @@ def test_kubernetes_objects_do_what_the_docs_say(project, overlay):
         config_volume = volumes[mounts["/app/datajoint.json"]]["configMap"]["name"]
         assert config_volume == config_map["metadata"]["name"]
         if pod is not dashboard["spec"]["template"]:
-            assert container["livenessProbe"]["exec"]["command"] == [
-                "python",
-                "-m",
-                f"{PACKAGE}.health",
-            ]
+            assert container["livenessProbe"]["exec"]["command"] == PROBE
             if config.get("stores", {}).get("main", {}).get("protocol") == "file":
                 claim = volumes[mounts["/app/data"]]["persistentVolumeClaim"]["claimName"]
                 assert objects["PersistentVolumeClaim", claim]["spec"]["accessModes"] == [
@@ -332,7 +331,10 @@ def test_compose_agrees_with_the_project(project):
     assert f'CMD ["python", "-m", "{PACKAGE}.worker"' in dockerfile
     assert (project / "src" / PACKAGE / "worker.py").is_file()
     assert re.search(r"^USER \d+$", dockerfile, flags=re.MULTILINE)
-    assert worker["healthcheck"]["test"][:4] == ["CMD", "python", "-m", f"{PACKAGE}.health"]
+    assert worker["healthcheck"]["test"] == ["CMD", *PROBE]
+    assert f"HEALTHCHECK CMD {json.dumps(PROBE)}" in re.sub(r"--\S+ |\\\n\s*", "", dockerfile)
+    assert "COPY src/ ./src/" in dockerfile and "WORKDIR /app" in dockerfile
+    assert (project / "src" / PACKAGE / "health.py").is_file()
 
 
 def test_credentials_come_from_the_env_file_only(project):
