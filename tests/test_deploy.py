@@ -354,6 +354,33 @@ def test_credentials_come_from_the_env_file_only(project):
     assert "kind: Secret" not in k8s and "secretGenerator" not in k8s  # made with kubectl
 
 
+# A slug with a dot and an underscore (valid for Python and GitHub, not for Compose project
+# names or Kubernetes namespaces), an organisation in capitals (not valid in image names) and
+# an empty production prefix (the schemas are named plainly: nothing to set is still set).
+AWKWARD = {"project_slug": "2026.lab_pipeline", "github_org": "Smith-Lab", "schema_prefix": ""}
+
+
+def test_awkward_names_still_make_valid_deployments(cookies, tmp_path):
+    result = cookies.bake(extra_context={**AWKWARD, "package_name": PACKAGE})
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    shutil.copy(project / "docker" / ".env.example", project / "docker" / ".env")
+    for find_compose in COMPOSE.values():
+        configured = compose_config(find_compose(), project, "docker-compose.yaml")
+        assert configured.returncode == 0, configured.stderr
+        environment = yaml.safe_load(configured.stdout)["services"]["worker"]["environment"]
+        assert environment[PREFIX_VARIABLE] == ""  # set, and empty: not taken from the shell
+    files = []
+    for overlay in OVERLAYS:
+        files.append(tmp_path / f"{overlay}.yaml")
+        files[-1].write_text(kustomize(project, overlay))
+        objects = by_kind(list(yaml.safe_load_all(files[-1].read_text())))
+        prefix = objects["ConfigMap", "pipeline-env"]["data"][PREFIX_VARIABLE]
+        assert prefix == {"prod": "", "dev": "dev_"}[overlay]
+    result = run(tool("kubernetes-validate"), "--strict", "--quiet", *map(str, files), cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- A generated worker in production mode, and its health check, against MariaDB ----------
 
 
