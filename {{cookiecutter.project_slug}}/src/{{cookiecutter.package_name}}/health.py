@@ -16,11 +16,15 @@ They check the heartbeat only: restarting workers does not mend a database that 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 import threading
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_VARIABLE = "WORKER_HEARTBEAT_FILE"
 INTERVAL = 10.0  # seconds between beats
@@ -41,12 +45,17 @@ def start_heartbeat(interval: float = INTERVAL) -> threading.Event | None:
     path = heartbeat_file()
     if path is None:
         return None
-    path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    try:
+        path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    except OSError as error:  # the work goes on; the health check will say why it fails
+        log.warning("no heartbeat: cannot write %s (%s)", path, error.strerror or error)
+        return None
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(interval):
-            path.touch()
+            with contextlib.suppress(OSError):  # a passing failure: the next beat tries again
+                path.touch()
 
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
     return stop
