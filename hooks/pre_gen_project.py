@@ -88,7 +88,8 @@ DEPENDENCIES = frozenset(
     }
 )
 CHOICES = {
-    "license": ("MIT", "Apache-2.0", "BSD-3-Clause", "proprietary"),
+    # One text per license in templates/licenses/<name>.txt: add both to offer another.
+    "license": ("MIT", "Apache-2.0", "BSD-3-Clause", "GPL-3.0-or-later", "proprietary"),
     "python_min": ("3.10", "3.11", "3.12", "3.13"),
     "database_backend": ("mysql", "postgresql"),
     "object_store": ("file", "s3", "none"),
@@ -152,14 +153,15 @@ SQL_RESERVED = {
 class InputError(ValueError):
     """An answer that breaks a rule; the message is the one line the user sees."""
 
-    def __init__(self, rule: str, message: str) -> None:
+    def __init__(self, rule: str, message: str, field: str = "") -> None:
         super().__init__(message)
         self.rule = rule
+        self.field = field  # the question whose answer broke the rule
 
 
 def refuse(rule: str, field: str, problem: str, hint: str = "") -> InputError:
     """The error for a broken rule: what is wrong, a hint if one helps, and the rule."""
-    return InputError(rule, f"{field}: {problem}{hint}; rule {rule}: {RULES[rule]}")
+    return InputError(rule, f"{field}: {problem}{hint}; rule {rule}: {RULES[rule]}", field)
 
 
 @dataclass(frozen=True)
@@ -530,12 +532,36 @@ def validate(context: dict) -> list[Schema]:
     )
 
 
+def retry_hint(context: dict, field: str) -> str:
+    """How to try again without typing every answer again: cookiecutter's replay file.
+
+    cookiecutter saves the answers before it runs this hook; `--replay-file` reads
+    them back without asking.
+    """
+    try:
+        from cookiecutter.config import get_user_config
+
+        replay_dir = Path(get_user_config()["replay_dir"])
+    except (ImportError, OSError, KeyError, ValueError):  # no hint rather than a traceback
+        return ""
+    replay = replay_dir / f"{Path(context.get('_repo_dir', '')).resolve().name}.json"
+    if not replay.is_file():
+        return ""
+    return (
+        f"Your answers are saved in {replay}: correct {field!r} there and run\n"
+        f"  cookiecutter --replay-file {replay} {context.get('_template', '<template>')}"
+    )
+
+
 def main() -> int:
     context = json.loads(RENDERED_CONTEXT)
     try:
         plan = validate(context)
     except InputError as error:
         print(f"ERROR: {error}", file=sys.stderr)
+        hint = retry_hint(context, error.field)
+        if hint:
+            print(hint, file=sys.stderr)
         return 1
     Path(PLAN_FILE).write_text(
         json.dumps([asdict(schema) for schema in plan], indent=2), encoding="utf-8"
