@@ -1,4 +1,4 @@
-"""Write the schema modules of the pipeline.
+{% raw %}"""Write the schema modules of the pipeline.
 
 The project template runs write_pipeline once, when the project is generated,
 with the pipeline it was given: one module per schema, each importing its
@@ -590,3 +590,4 @@ def sample_rows_entry(root: str, table: str) -> str:
         for i in range(1, SAMPLE_ROWS + 1)
     )
     return f"    {root}.{table}: [\n{rows}    ],\n"
+{% endraw %}
