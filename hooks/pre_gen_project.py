@@ -71,7 +71,17 @@ ROLES = ("acquisition", "processing", "analysis")
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*\Z")
 # Modules the generated package has besides the schema modules.
 PACKAGE_MODULES = frozenset(
-    {"access", "promotion", "sample_data", "scaffold", "utils", "version", "worker"}
+    {
+        "access",
+        "devdb",
+        "diagram",
+        "promotion",
+        "sample_data",
+        "scaffold",
+        "utils",
+        "version",
+        "worker",
+    }
 )
 # What the generated package imports; a package of the same name would shadow it.
 DEPENDENCIES = frozenset(
