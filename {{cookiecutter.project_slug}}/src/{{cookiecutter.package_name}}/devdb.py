@@ -102,7 +102,7 @@ def stop() -> bool:
     deadline = time.monotonic() + STOP_TIMEOUT
     while running() is not None:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the server (pid {server.pid}) did not stop in {STOP_TIMEOUT:.0f} s")
+            raise RuntimeError(f"the server (pid {server.pid}) did not stop in time")
         time.sleep(0.1)
     return True
 
