@@ -40,7 +40,9 @@ def project(cookies_session, project_env):
     path = Path(shutil.copytree(result.project_path, folder / "dev-db-demo"))
     python = str(project_env / "bin" / "python")
     uv = shutil.which("uv")
-    subprocess.run([uv, "pip", "install", "-q", "--python", python, "-e", f"{path}[dev]"], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", python, "-e", f"{path}[dev]"], check=True
+    )
     subprocess.run([uv, "pip", "install", "-q", "--python", python, "nbconvert"], check=True)
     identity = ["-c", "user.name=Test", "-c", "user.email=test@example.org"]
     for git in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-qm", "generated"]):
@@ -78,7 +80,16 @@ def test_dev_db_runs_the_notebooks_offline_and_keeps_its_data(project, project_e
 
     notebooks = sorted(str(path) for path in (project / "notebooks").glob("*.ipynb"))
     out = project.parent / "executed"  # outside the repository
-    ok("jupyter", "nbconvert", "--to", "notebook", "--execute", "--output-dir", str(out), *notebooks)
+    ok(
+        "jupyter",
+        "nbconvert",
+        "--to",
+        "notebook",
+        "--execute",
+        "--output-dir",
+        str(out),
+        *notebooks,
+    )
     assert sorted(path.name for path in out.iterdir()) == [Path(nb).name for nb in notebooks]
 
     assert ok("python", "-m", PACKAGE, "dev-db", "stop").strip() == "dev-db stopped"
@@ -86,9 +97,9 @@ def test_dev_db_runs_the_notebooks_offline_and_keeps_its_data(project, project_e
     ok("python", "-m", PACKAGE, "dev-db", "start")
     # The notebooks' rows survived the restart, under the development prefix they chose.
     count = (
-        "import os, {p}; {p}.activate('dev_' + {p}.PRODUCTION_PREFIX); "
-        "print(len({p}.auto_tables()[-1]()))"
-    ).format(p=PACKAGE)
+        f"import {PACKAGE} as p; p.activate('dev_' + p.PRODUCTION_PREFIX); "
+        "print(len(p.auto_tables()[-1]()))"
+    )
     assert int(ok("python", "-c", count).split()[-1]) == 3
     # A configured user wins over the running dev-db.
     host = f"import {PACKAGE}, datajoint as dj; print(dj.config.database.host)"
