@@ -79,6 +79,11 @@ def project_env():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def offline(*command: str) -> list[str]:
+    """`command` in a new network namespace whose only interface, loopback, is up."""
+    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
+
+
 def install(venv: Path, project: Path) -> None:
     """Install a generated project with its dev extra into `venv`."""
     subprocess.run(

@@ -15,16 +15,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import clean_environment
+from conftest import clean_environment, offline
 
 pytestmark = pytest.mark.slow
 
 PACKAGE = "devdbdemo"
-
-
-def offline(*command: str) -> list[str]:
-    """`command` in a new network namespace whose only interface, loopback, is up."""
-    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
 
 
 @pytest.fixture(scope="module")

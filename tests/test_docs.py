@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import clean_environment
+from conftest import clean_environment, offline
 
 pytestmark = pytest.mark.slow
 
@@ -79,11 +79,6 @@ TABLES = {
     "lab": ["Mouse", "Rig", "Scan", "Trace", "Spikes", "Summary", "Strain", "Surgery", "Implant"],
 }
 FLOWCHART = re.compile(r'<svg[^>]*aria-roledescription="flowchart-v2".*?</svg>', re.DOTALL)
-
-
-def offline(*command: str) -> list[str]:
-    """`command` in a new network namespace whose only interface, loopback, is up."""
-    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
 
 
 @pytest.fixture(scope="module")
