@@ -75,6 +75,8 @@ PACKAGE_MODULES = frozenset(
         "access",
         "backup",
         "health",
+        "devdb",
+        "diagram",
         "promotion",
         "sample_data",
         "scaffold",

