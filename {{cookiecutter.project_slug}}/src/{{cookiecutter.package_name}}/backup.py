@@ -123,7 +123,9 @@ def run(command: list[str], environment: dict[str, str], **kwargs: Any) -> None:
     result = subprocess.run(command, env=environment, capture_output=True, check=False, **kwargs)
     if result.returncode:
         detail = result.stderr.decode(errors="replace").strip().splitlines()
-        raise BackupError(f"{Path(command[0]).name} failed: {detail[-1] if detail else 'no message'}")
+        raise BackupError(
+            f"{Path(command[0]).name} failed: {detail[-1] if detail else 'no message'}"
+        )
 
 
 def existing_schemas(connection, names: list[str]) -> list[str]:
@@ -216,7 +218,8 @@ def renamer(old: list[str], new: list[str]):
     """Replace whole schema names (never part of a longer identifier) in text."""
     mapping = dict(zip(old, new, strict=True))
     pattern = re.compile(
-        r"(?<![A-Za-z0-9_$])(" + "|".join(map(re.escape, sorted(old, key=len, reverse=True)))
+        r"(?<![A-Za-z0-9_$])("
+        + "|".join(map(re.escape, sorted(old, key=len, reverse=True)))
         + r")(?![A-Za-z0-9_$])"
     )
     return lambda text: pattern.sub(lambda match: mapping[match.group(1)], text)
@@ -244,9 +247,7 @@ def restore(folder: Path, prefix: str) -> dict[str, Any]:
     rename = renamer(old, new)
     with tempfile.TemporaryDirectory() as scratch:
         script = Path(scratch) / DUMP
-        script.write_text(
-            rename((folder / DUMP).read_text(encoding="utf-8")), encoding="utf-8"
-        )
+        script.write_text(rename((folder / DUMP).read_text(encoding="utf-8")), encoding="utf-8")
         with server.arguments("mysql" if server.backend == "mysql" else "psql") as (
             command,
             environment,
