@@ -66,8 +66,8 @@ RULES = {
     "schema-keyword": "not a Python keyword: the name becomes a module",
     "schema-sql": "not an SQL reserved word of the chosen database backend",
     "schema-module": "not the name of one of the package's own modules or test files",
-    "schema-shadow": "not a name the generated code already uses, a Python builtin, a "
-    "standard-library module or a package the project imports",
+    "schema-shadow": "not a name the generated code already uses, a module the project or its "
+    "tests import, or a Python builtin",
     "schema-length": "fits the backend's identifier limit (MySQL 64, PostgreSQL 63 characters) "
     "with the production prefix and 8 characters to spare for a development prefix",
     "spec-syntax": "entries 'name' or 'name <- upstream, ...' separated by ';' or line breaks "
@@ -314,7 +314,7 @@ def template_names(template: Path | None) -> TemplateNames:
     test_modules = {
         match[1]
         for path in (project / "tests").iterdir()
-        if (match := re.search(r"(\w+)\.py$", path.name))
+        if (match := re.search(r"(\w+)\.py\b", path.name))
     }
     return TemplateNames(
         modules=frozenset({path.stem for path in package.glob("*.py")} | written),
@@ -736,12 +736,10 @@ def schema_shadow(name: str, context: dict) -> str:
     reason = (
         "used by the generated code"
         if name in names.code
+        else "a module the project imports"
+        if name in names.imports
         else "a Python builtin"
         if name in dir(builtins)
-        else "a standard-library module"
-        if name in sys.stdlib_module_names
-        else "imported by the project"
-        if name in names.imports
         else ""
     )
     return f"{name!r} is {reason} (e.g. {name + '_data'!r})" if reason else ""

@@ -9,6 +9,7 @@ cookiecutter run that leaves nothing behind.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shlex
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import TEMPLATE, module_order
+from cookiecutter.exceptions import FailedHookException
 from cookiecutter.generate import generate_context
 from cookiecutter.prompt import prompt_for_config
 
@@ -90,9 +92,7 @@ def test_documented_example_is_refused_by_its_rule(pre_gen, rule, requirement, e
     ("rule", "requirement", "example"), RULE_ROWS, ids=[row[0] for row in RULE_ROWS]
 )
 def test_cookiecutter_stops_with_one_line_and_writes_nothing(tmp_path, rule, requirement, example):
-    args = [
-        f"{key}={value}" for key, value in answers(example).items() if isinstance(value, str)
-    ]
+    args = [f"{key}={value}" for key, value in answers(example).items() if isinstance(value, str)]
     if len(args) < len(answers(example)):
         pytest.skip("a mapping or list cannot be given on the command line (covered above)")
     result = subprocess.run(
@@ -247,3 +247,238 @@ def test_large_pipeline_renders_in_dependency_order(cookies):
     result = cookies.bake(extra_context={"schemas": spec})
     assert result.exit_code == 0, result.exception
     assert module_order(Path(result.project_path), "workflow") == [f"s{i}" for i in range(120)]
+
+
+# --- hostile answers, through cookiecutter itself ----------------------------------
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+def bake(tmp_path: Path, capfd, *, extra=None, config=None, overwrite=False):
+    """Run cookiecutter (in this process; the hooks run as scripts, as always) into
+    tmp_path/out; `config` is the YAML text of each default_context value."""
+    from cookiecutter.main import cookiecutter
+
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    config_file = None
+    if config is not None:
+        config_file = tmp_path / "config.yaml"
+        config_file.write_text(
+            "default_context:\n" + "".join(f"  {k}: {v}\n" for k, v in config.items()),
+            encoding="utf-8",
+        )
+    capfd.readouterr()
+    try:
+        cookiecutter(
+            str(TEMPLATE),
+            no_input=True,
+            extra_context=extra,
+            output_dir=str(out),
+            config_file=str(config_file) if config_file else None,
+            overwrite_if_exists=overwrite,
+        )
+    except FailedHookException:
+        return False, capfd.readouterr().err
+    return True, capfd.readouterr().err
+
+
+def assert_refused(ok: bool, err: str, rule: str) -> None:
+    """One line naming the rule, first; no traceback (ours would be the hook's)."""
+    assert not ok
+    assert "Traceback" not in err, err
+    first = err.splitlines()[0]
+    assert first.startswith("ERROR: ") and f"; rule {rule}: " in first, err
+
+
+HOSTILE_CONFIG = [  # (rule, default_context values as YAML text)
+    ("answer-text", {"project_slug": "null"}),
+    ("answer-text", {"project_slug": ""}),  # an empty YAML value is null
+    ("answer-text", {"license": "[MIT, GPL-3.0]"}),
+    ("answer-text", {"audit_trail": "yes"}),  # unquoted: a boolean
+    ("answer-text", {"python_min": "3.10"}),  # unquoted: the number 3.1
+    ("answer-text", {"author_name": "{first: Ada}"}),
+    ("text", {"description": '"\\ud800"'}),  # a lone surrogate
+    ("text", {"description": '"before\\0after"'}),  # NUL
+    ("text", {"author_name": '"Ada\\nLovelace"'}),
+    ("text", {"project_name": '"Lab \\u202e evil"'}),  # a bidirectional override
+    ("text", {"project_name": "x" * 300}),
+    ("spec-syntax", {"schemas": "[a, {b: a}]"}),
+    ("spec-unknown", {"schemas": "{a: {upstream: 3}}"}),  # cookiecutter renders 3 as "3"
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "config"), HOSTILE_CONFIG, ids=[str(c) for _, c in HOSTILE_CONFIG]
+)
+def test_hostile_config_file_answers_are_refused(tmp_path, capfd, rule, config):
+    assert_refused(*bake(tmp_path, capfd, config=config), rule)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+HOSTILE = [  # (rule, answers as on the command line)
+    ("port", {"database_port": "３３０６"}),  # fullwidth digits
+    ("port", {"database_port": "٣٣٠٦"}),  # Arabic-Indic digits
+    ("port", {"database_port": "03306"}),
+    ("package-name", {"package_name": "p" * 100}),
+    ("project-slug", {"project_slug": "p" * 65}),
+    ("schema-prefix", {"schema_prefix": "p" * 41}),
+    ("schema-shadow", {"schemas": "os"}),
+    ("schema-shadow", {"schemas": "str"}),
+    ("schema-shadow", {"schemas": "subject; self <- subject"}),
+    ("schema-shadow", {"schemas": "sys"}),
+    ("schema-shadow", {"schemas": "json"}),
+    ("schema-shadow", {"schemas": "dj"}),
+    ("schema-shadow", {"schemas": "numpy"}),
+    ("schema-shadow", {"schemas": "subject; row <- subject"}),
+    ("schema-module", {"schemas": "utils"}),
+    ("schema-module", {"schemas": "sample_data"}),
+    ("schema-module", {"schemas": "pipeline"}),  # tests/test_pipeline.py
+    ("schema-module", {"schemas": "worker"}),
+    ("schema-module", {"schemas": "object_store"}),
+    ("package-shadow", {"package_name": "dotenv"}),
+    ("package-shadow", {"package_name": "pytest"}),
+    ("package-shadow", {"package_name": "pandas"}),
+    ("package-shadow", {"package_name": "conftest"}),
+    ("package-shadow", {"package_name": "tests"}),
+    ("package-shadow", {"package_name": "typing"}),
+    ("github-org", {"github_org": 'lab"'}),
+    ("github-org", {"github_org": "my_lab"}),
+    ("github-org", {"github_org": "a--b"}),
+    ("github-org", {"github_org": "a" * 40}),
+    ("email", {"author_email": 'a"b@lab.org'}),
+    ("email", {"author_email": "a@lab.org\\"}),
+    ("store-location", {"store_location": 'lab"data'}),
+    ("store-location", {"store_location": "lab/$HOME"}),
+    ("store-location", {"store_location": "lab//data"}),
+    ("host", {"database_host": 'db"'}),
+    ("host", {"database_host": "db\\host"}),
+    ("s3-bucket", {"object_store": "s3", "s3_bucket": 'lab"data'}),
+    ("spec-file", {"schemas": "/dev/zero"}),
+    ("spec-file", {"schemas": "/"}),
+]
+
+
+@pytest.mark.parametrize(("rule", "extra"), HOSTILE, ids=[str(e) for _, e in HOSTILE])
+def test_hostile_answers_are_refused(tmp_path, capfd, rule, extra):
+    assert_refused(*bake(tmp_path, capfd, extra=extra), rule)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def special_spec(tmp_path: Path, kind: str) -> str:
+    """A spec file of some hostile kind; returns the answer naming it."""
+    path = tmp_path / f"{kind}.yaml"
+    if kind == "binary":
+        path.write_bytes(bytes(range(256)) * 64)
+    elif kind == "latin1":
+        path.write_bytes("café: null\n".encode("latin-1"))
+    elif kind == "nul":
+        path.write_text("a: null\nb\0: a\n")
+    elif kind == "huge":
+        with path.open("wb") as file:
+            file.truncate(1 << 30)  # sparse: a gigabyte that costs nothing
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "zero-link":
+        path.symlink_to("/dev/zero")
+    elif kind == "laughs":
+        path.write_text(BILLION_LAUGHS)
+    elif kind == "deep":
+        path.write_text("[" * 50_000 + "]" * 50_000)
+    elif kind == "dangling":
+        path.symlink_to(tmp_path / "nowhere")
+    return str(path)
+
+
+SPECIAL = [
+    "binary",
+    "latin1",
+    "nul",
+    "huge",
+    "directory",
+    "zero-link",
+    "laughs",
+    "deep",
+    "dangling",
+]
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_special_spec_files_are_refused(pre_gen, tmp_path, kind):
+    with pytest.raises(pre_gen.InputError) as caught:
+        pre_gen.plan_pipeline(special_spec(tmp_path, kind))
+    assert caught.value.rule == "spec-file"
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "laughs", "binary"])
+def test_special_spec_files_through_the_command_line(tmp_path, kind):
+    """A FIFO nobody writes to would block a plain open(): the command returns at once."""
+    spec = special_spec(tmp_path, kind)
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE), f"schemas={spec}"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"ERROR: schemas: {spec!r} ")
+    assert "; rule spec-file: " in result.stderr.splitlines()[0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [Path(spec).name]
+
+
+def test_a_lone_surrogate_from_the_command_line(tmp_path):
+    """Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE)]
+        + [b"description=caf\xe9".decode("utf-8", "surrogateescape")],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    first = result.stderr.decode("utf-8", "replace").splitlines()[0]
+    assert first.startswith("ERROR: description: ") and "; rule text: " in first
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_list_of_entries_in_a_config_file_is_the_whole_spec(tmp_path, capfd):
+    ok, err = bake(tmp_path, capfd, config={"schemas": "[mouse, 'scan <- mouse', 'stats <- scan']"})
+    assert ok, err
+    assert module_order(tmp_path / "out" / "my-pipeline", "workflow") == ["mouse", "scan", "stats"]
+
+
+FAILING_OVERWRITES = [
+    {"description": '"\\ud800"'},
+    {"description": '"\\0"'},
+    {"schemas": "os"},
+    {"package_name": "dotenv"},
+    {"github_org": '"lab\\""'},
+    {"license": "[MIT, GPL]"},
+    {"schemas": "[a, {b: a}]"},
+]
+
+
+@pytest.mark.parametrize("config", FAILING_OVERWRITES, ids=[str(c) for c in FAILING_OVERWRITES])
+def test_overwrite_changes_no_file_of_the_users_when_an_answer_fails(tmp_path, capfd, config):
+    """With --overwrite-if-exists into a project the user has changed: no file changes,
+    none appears, whatever answer fails."""
+    ok, err = bake(tmp_path, capfd, config={})
+    assert ok, err
+    project = tmp_path / "out" / "my-pipeline"
+    (project / "README.md").write_text("my own readme\n")
+    (project / "tests" / "test_pipeline.py").write_text("def test_mine(): pass\n")
+    (project / "src" / "workflow" / "subject.py").unlink()
+    (project / "notes.txt").write_text("mine\n")
+    before = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
+    ok, err = bake(tmp_path, capfd, config=config, overwrite=True)
+    assert not ok and "Traceback" not in err and err.startswith("ERROR: "), err
+    after = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
+    assert after == before
