@@ -52,6 +52,7 @@ PLAN_FILE = ".pipeline-plan.json"
 
 TEXT_LIMIT = 256
 NAME_LIMIT = 64
+PACKAGE_LIMIT = 32  # longer names push generated lines over ruff's 100 columns
 PREFIX_LIMIT = 40
 SPEC_FILE_LIMIT = 256 * 1024
 SPEC_DEPTH_LIMIT = 10
@@ -85,7 +86,7 @@ RULES = {
     "project-slug": "lowercase letters, digits, '-', '_' and '.', starting and ending with a letter "
     f"or digit, at most {NAME_LIMIT} characters",
     "package-name": "an importable name: lowercase letters, digits and underscores, starting with "
-    f"a letter, not a Python keyword, at most {NAME_LIMIT} characters",
+    f"a letter, not a Python keyword, at most {PACKAGE_LIMIT} characters",
     "package-shadow": "not the name of a standard-library module, a Python builtin, a package "
     "the project or its tools import, or a test file or folder of the project",
     "schema-prefix": "empty, or lowercase letters, digits and underscores starting with a letter, "
@@ -378,8 +379,8 @@ def project_slug(value: str, context: dict) -> str:
 
 
 def package_name(value: str, context: dict) -> str:
-    if len(value) > NAME_LIMIT or not IDENTIFIER.match(value) or keyword.iskeyword(value):
-        return f"{shown(value)} is not importable (e.g. {suggest_name(value)[:NAME_LIMIT]!r})"
+    if len(value) > PACKAGE_LIMIT or not IDENTIFIER.match(value) or keyword.iskeyword(value):
+        return f"{shown(value)} is not importable (e.g. {suggest_name(value)[:PACKAGE_LIMIT]!r})"
     return ""
 
 

@@ -9,16 +9,19 @@ cookiecutter run that leaves nothing behind.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
+import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TEMPLATE, module_order
+from conftest import BACKENDS, TEMPLATE, clean_environment, module_order
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.generate import generate_context
 from cookiecutter.prompt import prompt_for_config
@@ -482,3 +485,151 @@ def test_overwrite_changes_no_file_of_the_users_when_an_answer_fails(tmp_path, c
     assert not ok and "Traceback" not in err and err.startswith("ERROR: "), err
     after = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
     assert after == before
+
+
+# --- unusual but valid answers render into working projects -------------------------
+
+QUOTES = 'O\'Brien "Bob" \\o/ {x} $HOME `id` <!-- # % \'\'\' """'
+UNUSUAL = [
+    {"project_name": QUOTES},
+    {"description": QUOTES, "author_name": QUOTES},
+    {"description": ""},
+    {"author_name": "José Müller-Lüdenscheidt", "author_email": "josé@universität.example"},
+    {"author_email": "o'brien+lab.data@mail.uni-example.org"},
+    {"project_name": "脳科学ラボ", "description": "神経科学のパイプライン"},
+    {"project_name": "🧠🧪"},  # slugifies to nothing: the slug falls back to 'pipeline'
+    {"project_name": "2-Photon Lab"},  # a slug starting with a digit: a prefix that does not
+    {"project_name": "A " + "very " * 16 + "long lab name"},  # the slug is cut at a word
+    {"project_slug": "my.lab", "project_name": "My lab"},
+    {"project_slug": "l" * 64},
+    {"package_name": "p" + "_x" * 15 + "_"},
+    {"github_org": "a-b-c"},
+    {"github_org": "L" * 39},
+    {"store_location": "lab/raw-2026.v1_a"},
+    {"object_store": "s3", "s3_bucket": "lab.data-2026", "s3_endpoint": "https://minio.lab:9000"},
+    {"object_store": "none", "store_location": "../ignored"},
+    {"database_backend": "postgresql", "schemas": "rank; match <- rank"},
+    {"schemas": "matches; case_data <- matches; type_ <- case_data"},
+    {"schemas": "trace; spikes <- trace; summary <- spikes, trace"},
+    {"schemas": "a" * 30 + "; b <- " + "a" * 30, "schema_prefix": "x_"},
+    {"schemas": "x1; x2 <- x1; x3 <- x1; x4 <- x2, x3"},
+    {"schemas": "colony"},
+    {"schemas": "\n  mouse ;\n\n scan<-mouse;;\n stats <-  scan ,mouse ;\n"},
+    {"schemas": {"m": {"description": QUOTES}, "s": {"upstream": ["m"], "role": "analysis"}}},
+    {"schemas": {"m": None, "s": "m", "t": ["m", "s"]}},
+    {"schemas": "; ".join(["r0", "r1 <- r0", *(f"r{i} <- r{i - 1}, r0" for i in range(2, 40))])},
+    {"schema_prefix": ""},
+    {"schema_prefix": "p" * 40, "schemas": "abc; de <- abc"},
+    {"database_port": "1", "database_host": "[::1]"},
+    {"database_port": "65535", "database_host": "/var/run/postgresql"},
+    {"license": "proprietary", "python_min": "3.13", "audit_trail": "no"},
+    {"license": "Apache-2.0", "python_min": "3.11"},
+    {"license": "BSD-3-Clause", "python_min": "3.12"},
+    {"project_name": "Lab {x} }{ %}"},
+    {"description": "Tab-free, with a zero-width joiner 👩‍🔬 and a soft hyphen co\u00adop"},
+]
+DECLARED = {2: "mariadb", 17: "postgresql", 19: "mariadb", 25: "postgresql", 28: "mariadb"}
+
+
+def unusual_answers(index: int) -> dict:
+    """Each case with its own package and distribution name, so all install side by side."""
+    answers = {"package_name": f"ua{index}", **UNUSUAL[index]}
+    if "project_slug" not in answers and "project_name" not in answers:
+        answers["project_slug"] = f"ua-{index}"
+    return answers
+
+
+@pytest.fixture(scope="module")
+def unusual_projects(tmp_path_factory):
+    """Every unusual case rendered once, by cookiecutter, with the hooks."""
+    from cookiecutter.main import cookiecutter
+
+    out = tmp_path_factory.mktemp("unusual")
+    projects = []
+    for index in range(len(UNUSUAL)):
+        folder = out / str(index)
+        path = cookiecutter(
+            str(TEMPLATE), no_input=True, extra_context=unusual_answers(index), output_dir=folder
+        )
+        projects.append(Path(path))
+    return projects
+
+
+def test_unusual_answers_reach_every_file_as_given(unusual_projects):
+    import tomllib
+
+    for index, project in enumerate(unusual_projects):
+        answers = rendered_context(**unusual_answers(index))[0]
+        pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+        assert pyproject["project"]["description"] == answers["description"]
+        assert pyproject["project"]["authors"] == [
+            {"name": answers["author_name"], "email": answers["author_email"]}
+        ]
+        assert answers["github_org"] in pyproject["project"]["urls"]["Homepage"]
+        citation = yaml.safe_load((project / "CITATION.cff").read_text(encoding="utf-8"))
+        assert citation["title"] == answers["project_name"]
+        assert citation["abstract"] == answers["description"]
+        assert citation["authors"][0]["email"] == answers["author_email"]
+        compose = yaml.safe_load((project / "docker" / "docker-compose.yaml").read_text())
+        if answers["object_store"] == "s3":
+            stores = json.loads(compose["services"]["worker"]["environment"]["DJ_STORES"])
+            assert stores["main"]["location"] == answers["store_location"]
+        settings = json.loads((project / "datajoint.json").read_text(encoding="utf-8"))
+        assert settings["database"]["host"] == answers["database_host"]
+        assert settings["database"]["port"] == int(answers["database_port"])
+        for notebook in (project / "notebooks").glob("*.ipynb"):
+            json.loads(notebook.read_text(encoding="utf-8"))
+
+
+def test_unusual_answers_pass_ruff(unusual_projects):
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [shutil.which("ruff") or Path(sys.executable).with_name("ruff"), *command, "--no-cache"]
+            + list(map(str, unusual_projects)),
+            capture_output=True,
+            check=False,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_unusual_projects_install_import_and_declare(unusual_projects, project_env):
+    """All install in one environment (one resolve), all import, a handful declare."""
+    python = str(project_env / "bin" / "python")
+    subprocess.run(
+        [shutil.which("uv"), "pip", "install", "-q", "--python", python]
+        + [arg for project in unusual_projects for arg in ("-e", f"{project}[dev]")],
+        check=True,
+    )
+    packages = [unusual_answers(index)["package_name"] for index in range(len(UNUSUAL))]
+    imports = "; ".join(
+        f"import {p}, {p}.__main__, {p}.worker; [importlib.import_module(m.__name__) "
+        f"for m in {p}.MODULES]"
+        for p in packages
+    )
+    subprocess.run([python, "-c", f"import importlib; {imports}"], check=True)
+    for index, backend in DECLARED.items():
+        project, package = unusual_projects[index], packages[index]
+        prefix = f"ua_{secrets.token_hex(3)}_"
+        env = clean_environment(**BACKENDS[backend], **{f"{package.upper()}_SCHEMA_PREFIX": prefix})
+        declared = subprocess.run(
+            [python, "-m", package, "declare"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            check=False,
+            text=True,
+        )
+        drop = (
+            f"import {package} as p; from {package} import promotion; p.activate()\n"
+            "for m in reversed(p.MODULES): m.schema.drop(prompt=False)\n"
+            "promotion.versions_schema.drop(prompt=False)"
+        )
+        subprocess.run(
+            [python, "-c", drop],
+            cwd=project,
+            env=env,
+            check=False,
+        )
+        assert declared.returncode == 0, declared.stdout + declared.stderr
