@@ -612,10 +612,18 @@ def read_spec_file(name: str, spec_dirs: tuple[str, ...]) -> object:
     return content
 
 
+def check_count(count: int) -> None:
+    """Refuse a pipeline too large to write, before reading its entries."""
+    if count > SCHEMA_COUNT_LIMIT:
+        raise refuse("spec-size", "schemas", f"the pipeline has {count} schemas")
+
+
 def parse_text(text: str) -> list[Schema]:
     """Parse 'a; b <- a; c <- a, b' (';' or line breaks between entries)."""
+    entries = re.split(r"[;\n]", text)
+    check_count(sum(1 for entry in entries if entry.strip()))
     schemas = []
-    for number, raw in enumerate(re.split(r"[;\n]", text), start=1):
+    for number, raw in enumerate(entries, start=1):
         entry = raw.strip()
         if not entry:
             continue  # blank lines and trailing separators are fine
@@ -652,6 +660,7 @@ def parse_text(text: str) -> list[Schema]:
 
 def parse_mapping(mapping: dict) -> list[Schema]:
     """Parse {name: None | "up, up" | [ups] | {upstream:, description:, role:}}."""
+    check_count(len(mapping))
     schemas = []
     for name, value in mapping.items():
         if value is None or isinstance(value, (str, list)):
@@ -781,8 +790,7 @@ def validate_pipeline(schemas: list[Schema], context: dict | None = None) -> Non
     context = context or {}
     if not schemas:
         raise refuse("spec-empty", "schemas", "the pipeline is empty")
-    if len(schemas) > SCHEMA_COUNT_LIMIT:
-        raise refuse("spec-size", "schemas", f"the pipeline has {len(schemas)} schemas")
+    check_count(len(schemas))
     seen: set[str] = set()
     for schema in schemas:
         check_schema_name(schema.name, context)
