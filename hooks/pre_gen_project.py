@@ -95,8 +95,9 @@ RULES = {
     "port": "a whole number from 1 to 65535 in ASCII digits, without leading zeros",
     "host": "a host name, IP address or socket directory: ASCII letters, digits, '.', '-', '_', "
     "':', '/', '[' and ']'",
-    "email": "an e-mail address name@domain, without spaces, quotes, '(', ')', ',', ';', ':', "
-    "'<', '>', '[', ']' or backslashes",
+    "email": "an e-mail address name@domain: the name of ASCII letters, digits and symbols "
+    "such as + - _ ' with single dots between; the domain of letters, digits and hyphens with "
+    "dots between, ending in two letters or more",
     "github-org": "a GitHub user or organisation: ASCII letters, digits and single hyphens, not "
     "starting or ending with '-', at most 39 characters",
     "s3-bucket": "an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-', starting and "
@@ -433,7 +434,9 @@ def host(value: str, context: dict) -> str:
 
 
 def email(value: str, context: dict) -> str:
-    if not re.fullmatch(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(\.[\w-]+)+", value):
+    atom = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+    label = r"[^\W_](?:[\w-]*[^\W_])?"
+    if not re.fullmatch(rf"{atom}(?:\.{atom})*@(?:{label}\.)+[^\W\d_][^\W\d_]+", value):
         return f"{shown(value)} is not an e-mail address"
     return ""
 

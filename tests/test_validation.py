@@ -68,6 +68,12 @@ def validate(pre_gen, **extra: object):
     return pre_gen.validate(*rendered_context(**extra))
 
 
+def test_the_hook_holds_no_jinja_but_its_two_placeholders():
+    """Cookiecutter renders the hook with Jinja: '{{' or '{%' elsewhere would break it."""
+    source = (TEMPLATE / "hooks" / "pre_gen_project.py").read_text(encoding="utf-8")
+    assert len(re.findall(r"\{\{|\{%|\{#", source)) == 2
+
+
 def test_the_table_lists_every_rule_once(pre_gen):
     assert [rule for rule, _, _ in RULE_ROWS] == list(pre_gen.RULES)
 
@@ -353,6 +359,8 @@ HOSTILE = [  # (rule, answers as on the command line)
     ("github-org", {"github_org": "a" * 40}),
     ("email", {"author_email": 'a"b@lab.org'}),
     ("email", {"author_email": "a@lab.org\\"}),
+    ("email", {"author_email": "josé@lab.org"}),  # setuptools refuses a non-ASCII name
+    ("email", {"author_email": "a@lab.o"}),  # CITATION.cff's schema wants a longer end
     ("store-location", {"store_location": 'lab"data'}),
     ("store-location", {"store_location": "lab/$HOME"}),
     ("store-location", {"store_location": "lab//data"}),
@@ -494,7 +502,7 @@ UNUSUAL = [
     {"project_name": QUOTES},
     {"description": QUOTES, "author_name": QUOTES},
     {"description": ""},
-    {"author_name": "José Müller-Lüdenscheidt", "author_email": "josé@universität.example"},
+    {"author_name": "José Müller-Lüdenscheidt", "author_email": "jose@universität.example"},
     {"author_email": "o'brien+lab.data@mail.uni-example.org"},
     {"project_name": "脳科学ラボ", "description": "神経科学のパイプライン"},
     {"project_name": "🧠🧪"},  # slugifies to nothing: the slug falls back to 'pipeline'
