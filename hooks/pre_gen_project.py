@@ -225,10 +225,17 @@ class TemplateNames:
 
 
 def template_dir(context: dict) -> Path | None:
-    """The template: cookiecutter's repository directory, else this file's (unit tests)."""
-    for candidate in (context.get("_repo_dir"), Path(__file__).resolve().parents[1]):
+    """The template: cookiecutter's repository directory; else (cruft gives none) the
+    directory cookiecutter runs the hooks from, its process's working directory on Linux;
+    else this file's (unit tests)."""
+    candidates = (
+        context.get("_repo_dir"),
+        f"/proc/{os.getppid()}/cwd",
+        Path(__file__).resolve().parents[1],
+    )
+    for candidate in candidates:
         if candidate and (Path(candidate) / "cookiecutter.json").is_file():
-            return Path(candidate)
+            return Path(candidate).resolve()
     return None
 
 
