@@ -3,7 +3,11 @@
 The table in README.md (between the rules markers) is the source of these tests:
 each row's requirement must be the rule's text in the hook, and each row's example
 must be refused by that rule, both by the hook's functions and by a real
-cookiecutter run that leaves nothing behind.
+cookiecutter run that leaves nothing behind. Then hostile answers (config-file
+types, control characters, shadowing names, special spec files, overwrites into a
+changed project) are refused with one line and no traceback, and unusual but
+valid answers render into projects whose files read back what was typed, that
+pass ruff and validate-pyproject, and that import and declare.
 """
 
 from __future__ import annotations
@@ -287,6 +291,7 @@ def bake(tmp_path: Path, capfd, *, extra=None, config=None, overwrite=False):
             extra_context=extra,
             output_dir=str(out),
             config_file=str(config_file) if config_file else None,
+            default_config=config_file is None,  # not the user's ~/.cookiecutterrc
             overwrite_if_exists=overwrite,
         )
     except FailedHookException:
