@@ -346,7 +346,7 @@ HOSTILE = [  # (rule, answers as on the command line)
     ("schema-shadow", {"schemas": "json"}),
     ("schema-shadow", {"schemas": "dj"}),
     ("schema-shadow", {"schemas": "numpy"}),
-    ("schema-shadow", {"schemas": "subject; row <- subject"}),
+    ("schema-shadow", {"schemas": "subject; inputs <- subject"}),
     ("schema-module", {"schemas": "utils"}),
     ("schema-module", {"schemas": "sample_data"}),
     ("schema-module", {"schemas": "pipeline"}),  # tests/test_pipeline.py
