@@ -14,6 +14,7 @@ tools produce the same files.
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.util
 import json
 import re
@@ -40,6 +41,7 @@ MIGRATIONS: list[dict[str, Any]] = []
 YAML_QUESTIONS = {"schemas"}
 
 
+@functools.cache
 def load_hook(name: str):
     """Import one of the cookiecutter hooks as a module (its Jinja placeholder stays unused)."""
     spec = importlib.util.spec_from_file_location(
@@ -198,14 +200,9 @@ else:
 
     @pass_context
     def refusal(context, field: str) -> str:
-        """The hook's message for this answer, or '' when the answer is good."""
-        hook = load_hook("pre_gen_project")
-        try:
-            hook.validate(dict(context["cookiecutter"]))
-        except hook.InputError as error:
-            if error.field == field:
-                return str(error)
-        return ""
+        """The hook's one line for this answer, or '' when the answer is good."""
+        answers = dict(context["cookiecutter"])
+        return load_hook("pre_gen_project").problem(field, answers[field], answers)
 
     del Extension  # only ContextHook's own base is used
 

@@ -110,3 +110,56 @@ def test_bad_mapping_entries(pre_gen):
         pre_gen.plan_pipeline({"a": {"parents": ["b"]}})
     with pytest.raises(pre_gen.InputError, match="role 'boss' of 'a' is unknown"):
         pre_gen.plan_pipeline({"a": {"role": "boss"}})
+
+
+def test_list_form_is_one_entry_per_item(pre_gen):
+    assert names(pre_gen.plan_pipeline(["subject", "session <- subject"])) == [
+        "subject",
+        "session",
+    ]
+    with pytest.raises(pre_gen.InputError, match="the list item {'b': 'a'} is not text"):
+        pre_gen.plan_pipeline(["a", {"b": "a"}])
+
+
+@pytest.mark.parametrize(
+    ("spec", "is_path"),
+    [
+        ("lab.yaml", True),
+        ("specs/lab", True),
+        ("~/lab.yml", True),
+        ("/dev/zero", True),
+        ("a; b <- a", False),
+        ("subject", False),
+        ("a <- b/c", False),
+    ],
+)
+def test_what_is_read_as_a_path(pre_gen, spec, is_path):
+    assert pre_gen.is_path(spec) is is_path
+
+
+def test_size_is_checked_before_the_entries_are_read(pre_gen):
+    with pytest.raises(pre_gen.InputError, match="1001 schemas") as caught:
+        pre_gen.plan_pipeline("; ".join(["Bad Name", *(f"s{i}" for i in range(1000))]))
+    assert caught.value.rule == "spec-size"
+    with pytest.raises(pre_gen.InputError, match="1001 schemas"):
+        pre_gen.plan_pipeline({f"s{i}": None for i in range(1001)})
+
+
+def test_bad_value_types_in_a_mapping(pre_gen):
+    with pytest.raises(pre_gen.InputError, match="the upstream of 'a' is not a list of names"):
+        pre_gen.plan_pipeline({"a": {"upstream": 3}})
+    with pytest.raises(pre_gen.InputError, match="the description of 'a' is not text"):
+        pre_gen.plan_pipeline({"a": {"description": ["x"]}})
+    with pytest.raises(pre_gen.InputError, match="U\\+0000") as caught:
+        pre_gen.plan_pipeline({"a": {"description": "x\0"}})
+    assert caught.value.rule == "text"
+
+
+def test_every_rule_is_a_function_of_value_and_context(pre_gen):
+    """What another front end (copier's validators) calls: one line, or nothing."""
+    assert pre_gen.problem("database_port", "3306", {}) == ""
+    assert pre_gen.problem("database_port", "３３０６", {}).startswith("database_port: ")
+    assert pre_gen.problem("schemas", "a; b <- a", {"database_backend": "postgresql"}) == ""
+    assert "rule schema-shadow" in pre_gen.problem("schemas", "self", {})
+    listed = {rule for rules in pre_gen.FIELD_RULES.values() for rule, _ in rules}
+    assert listed | set(pre_gen.SCHEMA_NAME_RULES) <= set(pre_gen.RULES)

@@ -3,20 +3,30 @@
 The table in README.md (between the rules markers) is the source of these tests:
 each row's requirement must be the rule's text in the hook, and each row's example
 must be refused by that rule, both by the hook's functions and by a real
-cookiecutter run that leaves nothing behind.
+cookiecutter run that leaves nothing behind. Then hostile answers (config-file
+types, control characters, shadowing names, special spec files, overwrites into a
+changed project) are refused with one line and no traceback, and unusual but
+valid answers render into projects whose files read back what was typed, that
+pass ruff and validate-pyproject, and that import and declare.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import re
+import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TEMPLATE, module_order
+from conftest import BACKENDS, TEMPLATE, clean_environment, module_order
+from cookiecutter.exceptions import FailedHookException
 from cookiecutter.generate import generate_context
 from cookiecutter.prompt import prompt_for_config
 
@@ -36,18 +46,36 @@ RULE_ROWS = readme_rules()
 
 
 def answers(example: str) -> dict[str, object]:
-    """The answers of an example such as `object_store=s3 s3_bucket=X`."""
+    """The answers of an example such as `object_store=s3 s3_bucket=X`.
+
+    A value in braces or brackets is a YAML mapping or list, one in double quotes a YAML
+    string (with escapes such as \\t): what a config file could give.
+    """
     result: dict[str, object] = {}
     for word in shlex.split(example):
         key, _, value = word.partition("=")
-        result[key] = yaml.safe_load(value) if value.startswith("{") else value
+        is_yaml = value.startswith(("{", "[", '"')) and not value.startswith(("{%", "{{"))
+        result[key] = yaml.safe_load(value) if is_yaml else value
     return result
 
 
-def rendered_context(**extra: object) -> dict:
-    """The context cookiecutter would render with --no-input and these answers."""
+def rendered_context(**extra: object) -> tuple[dict, dict]:
+    """The context cookiecutter would render with --no-input and these answers, and the
+    answers as given (its `_cookiecutter`), as its main() makes them for the hooks."""
     context = generate_context(context_file=TEMPLATE / "cookiecutter.json", extra_context=extra)
-    return prompt_for_config(context, no_input=True)
+    given = {k: v for k, v in context["cookiecutter"].items() if not k.startswith("_")}
+    return prompt_for_config(context, no_input=True), copy.deepcopy(given)
+
+
+def validate(pre_gen, **extra: object):
+    """The hook's validation of these answers, as cookiecutter would run it."""
+    return pre_gen.validate(*rendered_context(**extra))
+
+
+def test_the_hook_holds_no_jinja_but_its_two_placeholders():
+    """Cookiecutter renders the hook with Jinja: '{{' or '{%' elsewhere would break it."""
+    source = (TEMPLATE / "hooks" / "pre_gen_project.py").read_text(encoding="utf-8")
+    assert len(re.findall(r"\{\{|\{%|\{#", source)) == 2
 
 
 def test_the_table_lists_every_rule_once(pre_gen):
@@ -66,7 +94,7 @@ def test_documented_requirement_is_the_enforced_one(pre_gen, rule, requirement, 
 )
 def test_documented_example_is_refused_by_its_rule(pre_gen, rule, requirement, example):
     with pytest.raises(pre_gen.InputError) as caught:
-        pre_gen.validate(rendered_context(**answers(example)))
+        validate(pre_gen, **answers(example))
     assert caught.value.rule == rule
     message = str(caught.value)
     assert "\n" not in message
@@ -77,11 +105,9 @@ def test_documented_example_is_refused_by_its_rule(pre_gen, rule, requirement, e
     ("rule", "requirement", "example"), RULE_ROWS, ids=[row[0] for row in RULE_ROWS]
 )
 def test_cookiecutter_stops_with_one_line_and_writes_nothing(tmp_path, rule, requirement, example):
-    args = [
-        f"{key}={value}" for key, value in answers(example).items() if not isinstance(value, dict)
-    ]
+    args = [f"{key}={value}" for key, value in answers(example).items() if isinstance(value, str)]
     if len(args) < len(answers(example)):
-        pytest.skip("a mapping cannot be given on the command line (covered above)")
+        pytest.skip("a mapping or list cannot be given on the command line (covered above)")
     result = subprocess.run(
         [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE), *args],
         cwd=tmp_path,
@@ -143,13 +169,13 @@ MORE_REFUSED = [
 @pytest.mark.parametrize(("rule", "extra"), MORE_REFUSED, ids=[f"{r}-{e}" for r, e in MORE_REFUSED])
 def test_more_refused_answers(pre_gen, rule, extra):
     with pytest.raises(pre_gen.InputError) as caught:
-        pre_gen.validate(rendered_context(**extra))
+        validate(pre_gen, **extra)
     assert caught.value.rule in {rule, "spec-syntax"}
     assert "\n" not in str(caught.value)
 
 
 ACCEPTED = [
-    {"schemas": "match; type <- match", "database_backend": "postgresql"},  # soft keywords
+    {"schemas": "match; case_data <- match", "database_backend": "postgresql"},  # soft keyword
     {"schemas": "a" * 44},
     {"schemas": "select_data", "database_backend": "postgresql"},
     {"schemas": "user", "database_backend": "mysql"},  # reserved in PostgreSQL only
@@ -164,7 +190,7 @@ ACCEPTED = [
 
 @pytest.mark.parametrize("extra", ACCEPTED, ids=[str(e) for e in ACCEPTED])
 def test_unusual_but_valid_answers_are_accepted(pre_gen, extra):
-    assert pre_gen.validate(rendered_context(**extra))
+    assert validate(pre_gen, **extra)
 
 
 def test_spec_from_a_yaml_file(pre_gen, tmp_path):
@@ -234,3 +260,410 @@ def test_large_pipeline_renders_in_dependency_order(cookies):
     result = cookies.bake(extra_context={"schemas": spec})
     assert result.exit_code == 0, result.exception
     assert module_order(Path(result.project_path), "workflow") == [f"s{i}" for i in range(120)]
+
+
+# --- hostile answers, through cookiecutter itself ----------------------------------
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+def bake(tmp_path: Path, capfd, *, extra=None, config=None, overwrite=False):
+    """Run cookiecutter (in this process; the hooks run as scripts, as always) into
+    tmp_path/out; `config` is the YAML text of each default_context value."""
+    from cookiecutter.main import cookiecutter
+
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    config_file = None
+    if config is not None:
+        config_file = tmp_path / "config.yaml"
+        config_file.write_text(
+            "default_context:\n" + "".join(f"  {k}: {v}\n" for k, v in config.items()),
+            encoding="utf-8",
+        )
+    capfd.readouterr()
+    try:
+        cookiecutter(
+            str(TEMPLATE),
+            no_input=True,
+            extra_context=extra,
+            output_dir=str(out),
+            config_file=str(config_file) if config_file else None,
+            default_config=config_file is None,  # not the user's ~/.cookiecutterrc
+            overwrite_if_exists=overwrite,
+        )
+    except FailedHookException:
+        return False, capfd.readouterr().err
+    return True, capfd.readouterr().err
+
+
+def assert_refused(ok: bool, err: str, rule: str) -> None:
+    """One line naming the rule, first; no traceback (ours would be the hook's)."""
+    assert not ok
+    assert "Traceback" not in err, err
+    first = err.splitlines()[0]
+    assert first.startswith("ERROR: ") and f"; rule {rule}: " in first, err
+
+
+HOSTILE_CONFIG = [  # (rule, default_context values as YAML text)
+    ("answer-text", {"project_slug": "null"}),
+    ("answer-text", {"project_slug": ""}),  # an empty YAML value is null
+    ("answer-text", {"license": "[MIT, GPL-3.0]"}),
+    ("answer-text", {"audit_trail": "yes"}),  # unquoted: a boolean
+    ("answer-text", {"python_min": "3.10"}),  # unquoted: the number 3.1
+    ("answer-text", {"author_name": "{first: Ada}"}),
+    ("text", {"description": '"\\ud800"'}),  # a lone surrogate
+    ("text", {"description": '"before\\0after"'}),  # NUL
+    ("text", {"author_name": '"Ada\\nLovelace"'}),
+    ("text", {"project_name": '"Lab \\u202e evil"'}),  # a bidirectional override
+    ("text", {"project_name": "x" * 300}),
+    ("spec-syntax", {"schemas": "[a, {b: a}]"}),
+    ("spec-unknown", {"schemas": "{a: {upstream: 3}}"}),  # cookiecutter renders 3 as "3"
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "config"), HOSTILE_CONFIG, ids=[str(c) for _, c in HOSTILE_CONFIG]
+)
+def test_hostile_config_file_answers_are_refused(tmp_path, capfd, rule, config):
+    assert_refused(*bake(tmp_path, capfd, config=config), rule)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+HOSTILE = [  # (rule, answers as on the command line)
+    ("port", {"database_port": "３３０６"}),  # fullwidth digits
+    ("port", {"database_port": "٣٣٠٦"}),  # Arabic-Indic digits
+    ("port", {"database_port": "03306"}),
+    ("package-name", {"package_name": "p" * 100}),
+    ("project-slug", {"project_slug": "p" * 65}),
+    ("schema-prefix", {"schema_prefix": "p" * 41}),
+    ("schema-shadow", {"schemas": "os"}),
+    ("schema-shadow", {"schemas": "str"}),
+    ("schema-shadow", {"schemas": "subject; self <- subject"}),
+    ("schema-shadow", {"schemas": "sys"}),
+    ("schema-shadow", {"schemas": "json"}),
+    ("schema-shadow", {"schemas": "dj"}),
+    ("schema-shadow", {"schemas": "numpy"}),
+    ("schema-shadow", {"schemas": "subject; inputs <- subject"}),
+    ("schema-module", {"schemas": "utils"}),
+    ("schema-module", {"schemas": "sample_data"}),
+    ("schema-module", {"schemas": "pipeline"}),  # tests/test_pipeline.py
+    ("schema-module", {"schemas": "worker"}),
+    ("schema-module", {"schemas": "object_store"}),
+    ("package-shadow", {"package_name": "dotenv"}),
+    ("package-shadow", {"package_name": "pytest"}),
+    ("package-shadow", {"package_name": "pandas"}),
+    ("package-shadow", {"package_name": "conftest"}),
+    ("package-shadow", {"package_name": "tests"}),
+    ("package-shadow", {"package_name": "typing"}),
+    ("github-org", {"github_org": 'lab"'}),
+    ("github-org", {"github_org": "my_lab"}),
+    ("github-org", {"github_org": "a--b"}),
+    ("github-org", {"github_org": "a" * 40}),
+    ("email", {"author_email": 'a"b@lab.org'}),
+    ("email", {"author_email": "a@lab.org\\"}),
+    ("email", {"author_email": "josé@lab.org"}),  # setuptools refuses a non-ASCII name
+    ("email", {"author_email": "a@lab.o"}),  # CITATION.cff's schema wants a longer end
+    ("store-location", {"store_location": 'lab"data'}),
+    ("store-location", {"store_location": "lab/$HOME"}),
+    ("store-location", {"store_location": "lab//data"}),
+    ("host", {"database_host": 'db"'}),
+    ("host", {"database_host": "db\\host"}),
+    ("s3-bucket", {"object_store": "s3", "s3_bucket": 'lab"data'}),
+    ("spec-file", {"schemas": "/dev/zero"}),
+    ("spec-file", {"schemas": "/"}),
+]
+
+
+@pytest.mark.parametrize(("rule", "extra"), HOSTILE, ids=[str(e) for _, e in HOSTILE])
+def test_hostile_answers_are_refused(tmp_path, capfd, rule, extra):
+    assert_refused(*bake(tmp_path, capfd, extra=extra), rule)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def special_spec(tmp_path: Path, kind: str) -> str:
+    """A spec file of some hostile kind; returns the answer naming it."""
+    path = tmp_path / f"{kind}.yaml"
+    if kind == "binary":
+        path.write_bytes(bytes(range(256)) * 64)
+    elif kind == "latin1":
+        path.write_bytes("café: null\n".encode("latin-1"))
+    elif kind == "nul":
+        path.write_text("a: null\nb\0: a\n")
+    elif kind == "huge":
+        with path.open("wb") as file:
+            file.truncate(1 << 30)  # sparse: a gigabyte that costs nothing
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "zero-link":
+        path.symlink_to("/dev/zero")
+    elif kind == "laughs":
+        path.write_text(BILLION_LAUGHS)
+    elif kind == "deep":
+        path.write_text("[" * 50_000 + "]" * 50_000)
+    elif kind == "dangling":
+        path.symlink_to(tmp_path / "nowhere")
+    return str(path)
+
+
+SPECIAL = [
+    "binary",
+    "latin1",
+    "nul",
+    "huge",
+    "directory",
+    "zero-link",
+    "laughs",
+    "deep",
+    "dangling",
+]
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_special_spec_files_are_refused(pre_gen, tmp_path, kind):
+    with pytest.raises(pre_gen.InputError) as caught:
+        pre_gen.plan_pipeline(special_spec(tmp_path, kind))
+    assert caught.value.rule == "spec-file"
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "laughs", "binary"])
+def test_special_spec_files_through_the_command_line(tmp_path, kind):
+    """A FIFO nobody writes to would block a plain open(): the command returns at once."""
+    spec = special_spec(tmp_path, kind)
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE), f"schemas={spec}"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"ERROR: schemas: {spec!r} ")
+    assert "; rule spec-file: " in result.stderr.splitlines()[0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [Path(spec).name]
+
+
+def test_a_lone_surrogate_from_the_command_line(tmp_path):
+    """Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE)]
+        + [b"description=caf\xe9".decode("utf-8", "surrogateescape")],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    first = result.stderr.decode("utf-8", "replace").splitlines()[0]
+    assert first.startswith("ERROR: description: ") and "; rule text: " in first
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_list_of_entries_in_a_config_file_is_the_whole_spec(tmp_path, capfd):
+    ok, err = bake(tmp_path, capfd, config={"schemas": "[mouse, 'scan <- mouse', 'stats <- scan']"})
+    assert ok, err
+    assert module_order(tmp_path / "out" / "my-pipeline", "workflow") == ["mouse", "scan", "stats"]
+
+
+FAILING_OVERWRITES = [
+    {"description": '"\\ud800"'},
+    {"description": '"\\0"'},
+    {"schemas": "os"},
+    {"package_name": "dotenv"},
+    {"github_org": '"lab\\""'},
+    {"license": "[MIT, GPL]"},
+    {"schemas": "[a, {b: a}]"},
+]
+
+
+@pytest.mark.parametrize("config", FAILING_OVERWRITES, ids=[str(c) for c in FAILING_OVERWRITES])
+def test_overwrite_changes_no_file_of_the_users_when_an_answer_fails(tmp_path, capfd, config):
+    """With --overwrite-if-exists into a project the user has changed: no file changes,
+    none appears, whatever answer fails."""
+    ok, err = bake(tmp_path, capfd, config={})
+    assert ok, err
+    project = tmp_path / "out" / "my-pipeline"
+    (project / "README.md").write_text("my own readme\n")
+    (project / "tests" / "test_pipeline.py").write_text("def test_mine(): pass\n")
+    (project / "src" / "workflow" / "subject.py").unlink()
+    (project / "notes.txt").write_text("mine\n")
+    before = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
+    ok, err = bake(tmp_path, capfd, config=config, overwrite=True)
+    assert not ok and "Traceback" not in err and err.startswith("ERROR: "), err
+    after = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
+    assert after == before
+
+
+# --- unusual but valid answers render into working projects -------------------------
+
+QUOTES = 'O\'Brien "Bob" \\o/ {x} $HOME `id` <!-- # % \'\'\' """'
+UNUSUAL = [
+    {"project_name": QUOTES},
+    {"description": QUOTES, "author_name": QUOTES},
+    {"description": ""},
+    {"author_name": "José Müller-Lüdenscheidt", "author_email": "jose@universität.example"},
+    {"author_email": "o'brien+lab.data@mail.uni-example.org"},
+    {"project_name": "脳科学ラボ", "description": "神経科学のパイプライン"},
+    {"project_name": "🧠🧪"},  # slugifies to nothing: the slug falls back to 'pipeline'
+    {"project_name": "2-Photon Lab"},  # a slug starting with a digit: a prefix that does not
+    {"project_name": "A " + "very " * 16 + "long lab name"},  # the slug is cut at a word
+    {"project_slug": "my.lab", "project_name": "My lab"},
+    {"project_slug": "l" * 64},
+    {"package_name": "p" + "_x" * 15 + "_"},
+    {"github_org": "a-b-c"},
+    {"github_org": "L" * 39},
+    {"store_location": "lab/raw-2026.v1_a"},
+    {"object_store": "s3", "s3_bucket": "lab.data-2026", "s3_endpoint": "https://minio.lab:9000"},
+    {"object_store": "none", "store_location": "../ignored"},
+    {"database_backend": "postgresql", "schemas": "rank; match <- rank"},
+    {"schemas": "matches; case_data <- matches; type_ <- case_data"},
+    {"schemas": "trace; spikes <- trace; summary <- spikes, trace"},
+    {"schemas": "a" * 30 + "; b <- " + "a" * 30, "schema_prefix": "x_"},
+    {"schemas": "x1; x2 <- x1; x3 <- x1; x4 <- x2, x3"},
+    {"schemas": "colony"},
+    {"schemas": "\n  mouse ;\n\n scan<-mouse;;\n stats <-  scan ,mouse ;\n"},
+    {"schemas": {"m": {"description": QUOTES}, "s": {"upstream": ["m"], "role": "analysis"}}},
+    {"schemas": {"m": None, "s": "m", "t": ["m", "s"]}},
+    {"schemas": "; ".join(["r0", "r1 <- r0", *(f"r{i} <- r{i - 1}, r0" for i in range(2, 40))])},
+    {"schema_prefix": ""},
+    {"schema_prefix": "p" * 40, "schemas": "abc; de <- abc"},
+    {"database_port": "1", "database_host": "[::1]"},
+    {"database_port": "65535", "database_host": "/var/run/postgresql"},
+    {"license": "proprietary", "python_min": "3.13", "audit_trail": "no"},
+    {"license": "Apache-2.0", "python_min": "3.11"},
+    {"license": "BSD-3-Clause", "python_min": "3.12"},
+    {"project_name": "Lab {x} }{ %}"},
+    {"description": "Tab-free, with a zero-width joiner 👩‍🔬 and a soft hyphen co\u00adop"},
+]
+DECLARED = {2: "mariadb", 17: "postgresql", 19: "mariadb", 25: "postgresql", 28: "mariadb"}
+
+
+def unusual_answers(index: int) -> dict:
+    """Each case with its own package and distribution name, so all install side by side."""
+    answers = {"package_name": f"ua{index}", **UNUSUAL[index]}
+    if "project_slug" not in answers and "project_name" not in answers:
+        answers["project_slug"] = f"ua-{index}"
+    return answers
+
+
+@pytest.fixture(scope="module")
+def unusual_projects(tmp_path_factory):
+    """Every unusual case rendered once, by cookiecutter, with the hooks."""
+    from cookiecutter.main import cookiecutter
+
+    out = tmp_path_factory.mktemp("unusual")
+    projects = []
+    for index in range(len(UNUSUAL)):
+        folder = out / str(index)
+        path = cookiecutter(
+            str(TEMPLATE), no_input=True, extra_context=unusual_answers(index), output_dir=folder
+        )
+        projects.append(Path(path))
+    return projects
+
+
+def test_unusual_answers_reach_every_file_as_given(unusual_projects):
+    import tomllib
+
+    for index, project in enumerate(unusual_projects):
+        answers = rendered_context(**unusual_answers(index))[0]
+        pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+        assert pyproject["project"]["description"] == answers["description"]
+        assert pyproject["project"]["authors"] == [
+            {"name": answers["author_name"], "email": answers["author_email"]}
+        ]
+        assert answers["github_org"] in pyproject["project"]["urls"]["Homepage"]
+        citation = yaml.safe_load((project / "CITATION.cff").read_text(encoding="utf-8"))
+        assert citation["title"] == answers["project_name"]
+        assert citation["abstract"] == answers["description"]
+        assert citation["authors"][0]["email"] == answers["author_email"]
+        compose = yaml.safe_load((project / "docker" / "docker-compose.yaml").read_text())
+        if answers["object_store"] == "s3":
+            stores = json.loads(compose["services"]["worker"]["environment"]["DJ_STORES"])
+            assert stores["main"]["location"] == answers["store_location"]
+        settings = json.loads((project / "datajoint.json").read_text(encoding="utf-8"))
+        assert settings["database"]["host"] == answers["database_host"]
+        assert settings["database"]["port"] == int(answers["database_port"])
+        for notebook in (project / "notebooks").glob("*.ipynb"):
+            json.loads(notebook.read_text(encoding="utf-8"))
+
+
+def tool(name: str) -> str:
+    """A command of the test environment, on PATH or beside its Python."""
+    return shutil.which(name) or str(Path(sys.executable).with_name(name))
+
+
+def test_unusual_answers_pass_ruff_and_validate_pyproject(unusual_projects):
+    result = subprocess.run(
+        [tool("validate-pyproject"), *(str(p / "pyproject.toml") for p in unusual_projects)],
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [tool("ruff"), *command, "--no-cache", *map(str, unusual_projects)],
+            capture_output=True,
+            check=False,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_unusual_projects_install_import_and_declare(unusual_projects, project_env):
+    """A handful install (one resolve) and declare; every other one imports beside them."""
+    python = str(project_env / "bin" / "python")
+    subprocess.run(
+        [shutil.which("uv"), "pip", "install", "-q", "--python", python]
+        + [arg for index in DECLARED for arg in ("-e", f"{unusual_projects[index]}[dev]")],
+        check=True,
+    )
+    importable = [  # a project may require a newer Python than the one running the tests
+        index
+        for index, answers in enumerate(UNUSUAL)
+        if tuple(map(int, answers.get("python_min", "3.10").split("."))) <= sys.version_info[:2]
+    ]
+    packages = [unusual_answers(index)["package_name"] for index in importable]
+    imports = "; ".join(
+        f"import {p}, {p}.__main__, {p}.worker; [importlib.import_module(m.__name__) "
+        f"for m in {p}.MODULES]"
+        for p in packages
+    )
+    sources = os.pathsep.join(str(unusual_projects[index] / "src") for index in importable)
+    subprocess.run(
+        [python, "-c", f"import importlib; {imports}"],
+        env=clean_environment(PYTHONPATH=sources),
+        check=True,
+    )
+    for index, backend in DECLARED.items():
+        project, package = unusual_projects[index], unusual_answers(index)["package_name"]
+        prefix = f"ua_{secrets.token_hex(3)}_"
+        env = clean_environment(**BACKENDS[backend], **{f"{package.upper()}_SCHEMA_PREFIX": prefix})
+        declared = subprocess.run(
+            [python, "-m", package, "declare"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            check=False,
+            text=True,
+        )
+        drop = (
+            f"import {package} as p; from {package} import promotion; p.activate()\n"
+            "for m in reversed(p.MODULES): m.schema.drop(prompt=False)\n"
+            "promotion.versions_schema.drop(prompt=False)"
+        )
+        subprocess.run(
+            [python, "-c", drop],
+            cwd=project,
+            env=env,
+            check=False,
+        )
+        assert declared.returncode == 0, declared.stdout + declared.stderr

@@ -50,7 +50,8 @@ def table_class(schema: str) -> str:
 def escaped(text: str) -> str:
     """Text that reads as itself inside a triple-quoted docstring."""
     text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    return text[:-1] + '\\"' if text.endswith('"') else text
+    unescaped_end = re.search(r'(?<!\\)(\\\\)*"\Z', text)  # a last quote not escaped already
+    return text[:-1] + '\\"' if unescaped_end else text
 
 
 def docstring(text: str) -> str:
@@ -588,9 +589,13 @@ def add_schema(
 
 def sample_rows_entry(root: str, table: str) -> str:
     """The SAMPLE_ROWS entry of one root table."""
-    rows = "".join(
-        f'        {{"{root}_id": {i}, "{root}_name": "{root} {i}"}},\n'
-        for i in range(1, SAMPLE_ROWS + 1)
-    )
+    rows = ""
+    for i in range(1, SAMPLE_ROWS + 1):
+        fields = [f'"{root}_id": {i}', f'"{root}_name": "{root} {i}"']
+        row = f"        {{{', '.join(fields)}}},\n"
+        if len(row) > 101:  # as ruff formats a line over 100 characters: one field per line
+            row = "".join(f"            {field},\n" for field in fields)
+            row = f"        {{\n{row}        }},\n"
+        rows += row
     return f"    {root}.{table}: [\n{rows}    ],\n"
 {% endraw %}
