@@ -53,14 +53,22 @@ def load_hook(name: str):
     return module
 
 
-def slugify(value: str) -> str:
-    """cookiecutter's `slugify` filter (python-slugify), with a plain fallback."""
+def slugify(value: str, max_length: int = 0, word_boundary: bool = False) -> str:
+    """cookiecutter's `slugify` filter: python-slugify's, or a plain ASCII stand-in."""
     try:
         from slugify import slugify as python_slugify
     except ImportError:
-        ascii_text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode()
-        return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return python_slugify(value)
+        pass
+    else:
+        return python_slugify(value, max_length=max_length, word_boundary=word_boundary)
+    ascii_text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    if max_length and len(slug) > max_length:
+        cut = slug[:max_length]
+        if word_boundary and slug[max_length] != "-" and "-" in cut:
+            cut = cut.rsplit("-", 1)[0]
+        slug = cut.strip("-")
+    return slug
 
 
 def yaml_in_order(value: Any) -> str:
