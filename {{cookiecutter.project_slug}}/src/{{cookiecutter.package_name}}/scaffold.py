@@ -302,9 +302,14 @@ SAMPLE_DATA = Template('''\
 Edit them along with your tables.
 """
 
+from typing import Any
+
+import datajoint as dj
+
 $imports
 
-SAMPLE_ROWS = {
+#: Rows of each root table, keyed by the table: the tables that are entered by hand.
+SAMPLE_ROWS: dict[type[dj.Table], list[dict[str, Any]]] = {
 $entries}
 
 
@@ -466,15 +471,17 @@ def write_pipeline(
     )
 
 
-def find_assignment(source: str, name: str) -> ast.Assign:
+def find_assignment(source: str, name: str) -> ast.Assign | ast.AnnAssign:
     """The top-level `name = ...` statement of a module's source."""
     for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == name:
-            return node
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if getattr(target, "id", None) == name:
+                return node
     raise ValueError(f"no top-level {name} = ... assignment found")
 
 
-def literal(node: ast.Assign) -> Any:
+def literal(node: ast.Assign | ast.AnnAssign) -> Any:
     """The value of an assignment: names for a tuple of modules, else the literal."""
     if isinstance(node.value, ast.Tuple):
         return [ast.unparse(element) for element in node.value.elts]
