@@ -40,6 +40,7 @@ ACQUIRED = frozenset({"ephys", "imaging"})
 SAMPLE_ROWS = 3
 FIRST_VERSION = "0.1.0"
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*\Z")
+LINE_LENGTH = 100  # ruff's line-length in pyproject.toml: the modules are written as it formats
 
 
 def table_class(schema: str) -> str:
@@ -325,11 +326,25 @@ def python_literal(name: str, value: Any, *, tuple_of_names: bool = False) -> st
     if tuple_of_names:
         items = list(value)
         one_line = f"{name} = ({', '.join(items)}{',' if len(items) == 1 else ''})"
-        if len(one_line) <= 100:
+        if len(one_line) <= LINE_LENGTH:
             return one_line
         return f"{name} = (\n" + "".join(f"    {item},\n" for item in items) + ")"
-    lines = [f"    {key!r}: {item!r},\n".replace("'", '"') for key, item in value.items()]
+    lines = []
+    for key, item in value.items():
+        line = f"    {key!r}: {item!r},\n".replace("'", '"')
+        if len(line) > LINE_LENGTH + 1 and isinstance(item, tuple):
+            inner = "".join(f'        "{element}",\n' for element in item)
+            line = f'    "{key}": (\n{inner}    ),\n'
+        lines.append(line)
     return f"{name} = {{\n" + "".join(lines) + "}"
+
+
+def import_statement(names: list[str], comment: str = "") -> str:
+    """`from . import a, b` as ruff formats it: one line if it fits, else one name per line."""
+    line = f"from . import {', '.join(names)}{comment}"
+    if len(line) <= LINE_LENGTH:
+        return line
+    return f"from . import ({comment}\n" + "".join(f"    {name},\n" for name in names) + ")"
 
 
 DIAGRAM = re.compile(
@@ -373,9 +388,10 @@ def module_source(schema: dict, tables: dict[str, str], roots: set[str], blob: s
     if not upstream:
         return ROOT.substitute(fields)
     inputs = combined_inputs(schema, roots)
-    fields["imports"] = f"from . import {', '.join(sorted(upstream))}"
-    if set(upstream) - set(inputs):
-        fields["imports"] += "  # noqa: F401 - used by the foreign keys below"
+    unused = bool(set(upstream) - set(inputs))
+    fields["imports"] = import_statement(
+        sorted(upstream), "  # noqa: F401 - used by the foreign keys below" if unused else ""
+    )
     fields["foreign_keys"] = "\n".join(f"    -> {parent}.{tables[parent]}" for parent in upstream)
     if not inputs:
         return IMPORTED.substitute(fields)
@@ -462,7 +478,7 @@ def write_pipeline(
     )
     (source / "sample_data.py").write_text(
         SAMPLE_DATA.substitute(
-            imports=f"from . import {', '.join(sorted(roots))}",
+            imports=import_statement(sorted(roots)),
             entries="".join(
                 sample_rows_entry(root, tables[root]) for root in names if root in roots
             ),
@@ -485,7 +501,7 @@ def literal(node: ast.Assign | ast.AnnAssign) -> Any:
     """The value of an assignment: names for a tuple of modules, else the literal."""
     if isinstance(node.value, ast.Tuple):
         return [ast.unparse(element) for element in node.value.elts]
-    return ast.literal_eval(node.value)
+    return ast.literal_eval(node.value) if node.value else None
 
 
 def replace_assignment(source: str, name: str, text: str) -> str:
@@ -573,13 +589,7 @@ def add_schema(
         end = node.end_lineno or node.lineno
         lines = sample.splitlines(keepends=True)
         lines.insert(end - 1, sample_rows_entry(name, tables[name]))
-        updated[paths["sample"]] = re.sub(
-            r"^from \. import (.+)$",
-            lambda match: f"from . import {', '.join(sorted([*match[1].split(', '), name]))}",
-            "".join(lines),
-            count=1,
-            flags=re.MULTILINE,
-        )
+        updated[paths["sample"]] = with_root_import("".join(lines), name)
     project = tests_dir.parent
     for document in (project / "README.md", project / "docs" / "pipeline.md"):
         if document.is_file():
@@ -590,10 +600,26 @@ def add_schema(
     return [package_dir / f"{name}.py", tests_dir / f"test_{name}.py"]
 
 
-def sample_rows_entry(root: str, table: str) -> str:
-    """The SAMPLE_ROWS entry of one root table."""
-    rows = "".join(
-        f'        {{"{root}_id": {i}, "{root}_name": "{root} {i}"}},\n'
-        for i in range(1, SAMPLE_ROWS + 1)
+def with_root_import(source: str, name: str) -> str:
+    """sample_data.py's source with `name` added to its `from . import ...` statement."""
+    node = next(
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
     )
+    names = sorted([*(alias.name for alias in node.names), name])
+    lines = source.splitlines(keepends=True)
+    lines[node.lineno - 1 : node.end_lineno] = [import_statement(names) + "\n"]
+    return "".join(lines)
+
+
+def sample_rows_entry(root: str, table: str) -> str:
+    """The SAMPLE_ROWS entry of one root table (a row that does not fit: one field a line)."""
+    rows = ""
+    for i in range(1, SAMPLE_ROWS + 1):
+        fields = [f'"{root}_id": {i}', f'"{root}_name": "{root} {i}"']
+        row = f"        {{{', '.join(fields)}}},\n"
+        if len(row) > LINE_LENGTH + 1:
+            row = "        {\n" + "".join(f"            {field},\n" for field in fields) + "        },\n"
+        rows += row
     return f"    {root}.{table}: [\n{rows}    ],\n"
