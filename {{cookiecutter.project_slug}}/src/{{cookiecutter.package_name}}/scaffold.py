@@ -620,6 +620,10 @@ def sample_rows_entry(root: str, table: str) -> str:
         fields = [f'"{root}_id": {i}', f'"{root}_name": "{root} {i}"']
         row = f"        {{{', '.join(fields)}}},\n"
         if len(row) > LINE_LENGTH + 1:
-            row = "        {\n" + "".join(f"            {field},\n" for field in fields) + "        },\n"
+            row = (
+                "        {\n"
+                + "".join(f"            {field},\n" for field in fields)
+                + "        },\n"
+            )
         rows += row
     return f"    {root}.{table}: [\n{rows}    ],\n"
