@@ -6,16 +6,15 @@ codespell of the dev extra, the libraries mypy reads types from), the two must a
 for the same versions, so `pre-commit run` and `uv run ruff`/`uv run mypy` agree.
 """
 
-import sys
 from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
 
-if sys.version_info >= (3, 11):
+try:
     import tomllib
-else:
-    import tomli as tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[1]
 
