@@ -182,8 +182,7 @@ def test_option_combinations(cookies, options):
     }[options["license"]] in license_text
     secrets_readme = (project / ".secrets" / "README.md").read_text()
     assert ("stores.main.secret_key" in secrets_readme) == (options["object_store"] == "s3")
-    assert_ruff_clean(project, "check")
-    assert_ruff_clean(project, "format", "--check")
+    # ruff, mypy and pre-commit on renders of every option: tests/test_standards.py
 
 
 def test_spec_on_the_command_line(tmp_path):
@@ -343,3 +342,18 @@ def test_add_schema_appends_one_module_in_dependency_order(cookies):
     with pytest.raises(ValueError, match="exists already"):
         scaffold.add_schema(project / "src" / "workflow", project / "tests", "rig", [], blob="")
     assert_ruff_clean(project, "check")
+    assert_ruff_clean(project, "format", "--check")
+
+
+def test_add_schema_keeps_long_imports_formatted(cookies):
+    """A root whose name makes sample_data.py's import too long for one line."""
+    roots = [f"{name}_recordings_session" for name in ("alpha", "beta", "gamma")]
+    project = bake(cookies, schemas="; ".join(roots))
+    scaffold = load_module(project / "src" / "workflow" / "scaffold.py")
+    package = project / "src" / "workflow"
+    scaffold.add_schema(package, project / "tests", "delta_recordings_session", [], blob="")
+    sample = (package / "sample_data.py").read_text()
+    assert "from . import (\n    alpha_recordings_session,\n" in sample
+    assert "    delta_recordings_session,\n    gamma_recordings_session,\n)" in sample
+    assert_ruff_clean(project, "check")
+    assert_ruff_clean(project, "format", "--check")

@@ -40,6 +40,7 @@ ACQUIRED = frozenset({"ephys", "imaging"})
 SAMPLE_ROWS = 3
 FIRST_VERSION = "0.1.0"
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*\Z")
+LINE_LENGTH = 100  # ruff's line-length in pyproject.toml: the modules are written as it formats
 
 
 def table_class(schema: str) -> str:
@@ -306,9 +307,14 @@ SAMPLE_DATA = Template('''\
 Edit them along with your tables.
 """
 
+from typing import Any
+
+import datajoint as dj
+
 $imports
 
-SAMPLE_ROWS = {
+#: Rows of each root table, keyed by the table: the tables that are entered by hand.
+SAMPLE_ROWS: dict[type[dj.Table], list[dict[str, Any]]] = {
 $entries}
 
 
@@ -324,11 +330,25 @@ def python_literal(name: str, value: Any, *, tuple_of_names: bool = False) -> st
     if tuple_of_names:
         items = list(value)
         one_line = f"{name} = ({', '.join(items)}{',' if len(items) == 1 else ''})"
-        if len(one_line) <= 100:
+        if len(one_line) <= LINE_LENGTH:
             return one_line
         return f"{name} = (\n" + "".join(f"    {item},\n" for item in items) + ")"
-    lines = [f"    {key!r}: {item!r},\n".replace("'", '"') for key, item in value.items()]
+    lines = []
+    for key, item in value.items():
+        line = f"    {key!r}: {item!r},\n".replace("'", '"')
+        if len(line) > LINE_LENGTH + 1 and isinstance(item, tuple):
+            inner = "".join(f'        "{element}",\n' for element in item)
+            line = f'    "{key}": (\n{inner}    ),\n'
+        lines.append(line)
     return f"{name} = {{\n" + "".join(lines) + "}"
+
+
+def import_statement(names: list[str], comment: str = "") -> str:
+    """`from . import a, b` as ruff formats it: one line if it fits, else one name per line."""
+    line = f"from . import {', '.join(names)}{comment}"
+    if len(line) <= LINE_LENGTH:
+        return line
+    return f"from . import ({comment}\n" + "".join(f"    {name},\n" for name in names) + ")"
 
 
 DIAGRAM = re.compile(
@@ -372,9 +392,10 @@ def module_source(schema: dict, tables: dict[str, str], roots: set[str], blob: s
     if not upstream:
         return ROOT.substitute(fields)
     inputs = combined_inputs(schema, roots)
-    fields["imports"] = f"from . import {', '.join(sorted(upstream))}"
-    if set(upstream) - set(inputs):
-        fields["imports"] += "  # noqa: F401 - used by the foreign keys below"
+    unused = bool(set(upstream) - set(inputs))
+    fields["imports"] = import_statement(
+        sorted(upstream), "  # noqa: F401 - used by the foreign keys below" if unused else ""
+    )
     fields["foreign_keys"] = "\n".join(f"    -> {parent}.{tables[parent]}" for parent in upstream)
     if not inputs:
         return IMPORTED.substitute(fields)
@@ -461,7 +482,7 @@ def write_pipeline(
     )
     (source / "sample_data.py").write_text(
         SAMPLE_DATA.substitute(
-            imports=f"from . import {', '.join(sorted(roots))}",
+            imports=import_statement(sorted(roots)),
             entries="".join(
                 sample_rows_entry(root, tables[root]) for root in names if root in roots
             ),
@@ -470,19 +491,21 @@ def write_pipeline(
     )
 
 
-def find_assignment(source: str, name: str) -> ast.Assign:
+def find_assignment(source: str, name: str) -> ast.Assign | ast.AnnAssign:
     """The top-level `name = ...` statement of a module's source."""
     for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == name:
-            return node
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if getattr(target, "id", None) == name:
+                return node
     raise ValueError(f"no top-level {name} = ... assignment found")
 
 
-def literal(node: ast.Assign) -> Any:
+def literal(node: ast.Assign | ast.AnnAssign) -> Any:
     """The value of an assignment: names for a tuple of modules, else the literal."""
     if isinstance(node.value, ast.Tuple):
         return [ast.unparse(element) for element in node.value.elts]
-    return ast.literal_eval(node.value)
+    return ast.literal_eval(node.value) if node.value else None
 
 
 def replace_assignment(source: str, name: str, text: str) -> str:
@@ -570,13 +593,7 @@ def add_schema(
         end = node.end_lineno or node.lineno
         lines = sample.splitlines(keepends=True)
         lines.insert(end - 1, sample_rows_entry(name, tables[name]))
-        updated[paths["sample"]] = re.sub(
-            r"^from \. import (.+)$",
-            lambda match: f"from . import {', '.join(sorted([*match[1].split(', '), name]))}",
-            "".join(lines),
-            count=1,
-            flags=re.MULTILINE,
-        )
+        updated[paths["sample"]] = with_root_import("".join(lines), name)
     project = tests_dir.parent
     for document in (project / "README.md", project / "docs" / "pipeline.md"):
         if document.is_file():
@@ -587,15 +604,31 @@ def add_schema(
     return [package_dir / f"{name}.py", tests_dir / f"test_{name}.py"]
 
 
+def with_root_import(source: str, name: str) -> str:
+    """sample_data.py's source with `name` added to its `from . import ...` statement."""
+    node = next(
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+    )
+    names = sorted([*(alias.name for alias in node.names), name])
+    lines = source.splitlines(keepends=True)
+    lines[node.lineno - 1 : node.end_lineno] = [import_statement(names) + "\n"]
+    return "".join(lines)
+
+
 def sample_rows_entry(root: str, table: str) -> str:
-    """The SAMPLE_ROWS entry of one root table."""
+    """The SAMPLE_ROWS entry of one root table (a row that does not fit: one field a line)."""
     rows = ""
     for i in range(1, SAMPLE_ROWS + 1):
         fields = [f'"{root}_id": {i}', f'"{root}_name": "{root} {i}"']
         row = f"        {{{', '.join(fields)}}},\n"
-        if len(row) > 101:  # as ruff formats a line over 100 characters: one field per line
-            row = "".join(f"            {field},\n" for field in fields)
-            row = f"        {{\n{row}        }},\n"
+        if len(row) > LINE_LENGTH + 1:
+            row = (
+                "        {\n"
+                + "".join(f"            {field},\n" for field in fields)
+                + "        },\n"
+            )
         rows += row
     return f"    {root}.{table}: [\n{rows}    ],\n"
 {% endraw %}
