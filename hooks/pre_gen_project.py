@@ -30,7 +30,6 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
-import importlib.util
 import ipaddress
 import json
 import keyword
@@ -39,6 +38,7 @@ import re
 import stat
 import sys
 import tempfile
+import types
 import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -259,9 +259,13 @@ def names_in(tree: ast.AST) -> set[str]:
 def probe_scaffold(scaffold: Path) -> tuple[set[str], set[str]]:
     """Run the template's scaffold on PROBE_PLAN: (modules it writes besides the schema
     modules, every name used in the files it writes)."""
-    spec = importlib.util.spec_from_file_location("template_scaffold", scaffold)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # The template's copy is wrapped in Jinja's raw tags, which both tools render away
+    # (spelt in pieces here: this hook is rendered too).
+    source = scaffold.read_text(encoding="utf-8").removeprefix("{" + "% raw %" + "}")
+    module = types.ModuleType("template_scaffold")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
+    code = compile(source.removesuffix("{" + "% endraw %" + "}"), str(scaffold), "exec")
+    exec(code, vars(module))  # noqa: S102 - the template's own module writer
     probe = {schema["name"] for schema in PROBE_PLAN}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
