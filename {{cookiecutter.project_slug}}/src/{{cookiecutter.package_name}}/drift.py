@@ -43,6 +43,38 @@ class TableDrift:
         return bool(self.problems)
 
 
+# How servers spell the same default differently: MariaDB reads CURRENT_TIMESTAMP back as
+# current_timestamp(), and numbers come back as 1 where the code says 1.0.
+TIMESTAMP = re.compile(r"current_timestamp(\(\))?", re.IGNORECASE)
+NUMBER = re.compile(r"DEFAULT '?(-?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)'?(?=\s|$)")
+# PostgreSQL reads defaults back as casts, e.g. 'silicon'::schema.enum_x or '1'::real.
+CAST = re.compile(r"\"?'(?P<value>(?:[^']|'')*)'::[^']+?\"?")
+
+
+def normalized(sql: str) -> str:
+    """Attribute SQL with the server's spelling of defaults made uniform."""
+    sql = TIMESTAMP.sub("CURRENT_TIMESTAMP", sql)
+    return NUMBER.sub(lambda match: f"DEFAULT {float(match[1])!r}", sql)
+
+
+def database_definition(table: type[dj.Table]) -> str:
+    """The definition DataJoint reads back from the database, with PostgreSQL's casts undone."""
+    definition = table().describe(context=table.declaration_context)
+    for attribute in table().heading.attributes.values():
+        default = attribute.default
+        cast = CAST.fullmatch(default) if isinstance(default, str) else None
+        if cast:
+            value = cast["value"].replace("''", "'")
+            plain = value if attribute.numeric else '"' + value.replace('"', '\\"') + '"'
+            definition = re.sub(
+                rf"^{attribute.name}={re.escape(default)}",
+                lambda _, name=attribute.name, plain=plain: f"{name}={plain}",
+                definition,
+                flags=re.MULTILINE,
+            )
+    return definition
+
+
 def attributes(attribute_sql: list[str], comments: dict[str, str], adapter) -> dict[str, str]:
     """Each attribute's compiled SQL by name, with its comment where kept apart (PostgreSQL)."""
     quote = re.escape(adapter.quote_identifier("x")[0])
@@ -52,7 +84,7 @@ def attributes(attribute_sql: list[str], comments: dict[str, str], adapter) -> d
         attribute = name.match(sql)["name"]  # type: ignore[index]
         comment = comments.get(attribute)
         kept_apart = comment and "COMMENT" not in sql
-        result[attribute] = sql + (f" COMMENT {comment!r}" if kept_apart else "")
+        result[attribute] = normalized(sql) + (f" COMMENT {comment!r}" if kept_apart else "")
     return result
 
 
@@ -70,7 +102,7 @@ def table_drift(table: type[dj.Table]) -> TableDrift:
     """Differences between a declared table and its definition in code."""
     drift = TableDrift(label(table))
     try:
-        in_database = table().describe(context=table.declaration_context)
+        in_database = database_definition(table)
     except dj.DataJointError as error:
         drift.problems.append(f"cannot read its definition from the database: {error}")
         return drift
@@ -101,10 +133,10 @@ def table_drift(table: type[dj.Table]) -> TableDrift:
     for name in attrs_:
         if name not in attrs:
             drift.problems.append(f"attribute {name} is in the database only: {attrs_[name]}")
-    for kind, ours, theirs in (
-        ("foreign key", foreign_keys, foreign_keys_),
-        ("index", indexes, indexes_),
-    ):
+    compared = [("foreign key", foreign_keys, foreign_keys_)]
+    if table.connection.adapter.backend == "mysql":  # DataJoint reads no indexes back on PostgreSQL
+        compared.append(("index", indexes, indexes_))
+    for kind, ours, theirs in compared:
         for sql in ours:
             if sql not in theirs:
                 drift.problems.append(f"{kind} in code only: {sql}")
