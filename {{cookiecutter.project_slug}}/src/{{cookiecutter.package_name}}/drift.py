@@ -66,11 +66,10 @@ def database_definition(table: type[dj.Table]) -> str:
         if cast:
             value = cast["value"].replace("''", "'")
             plain = value if attribute.numeric else '"' + value.replace('"', '\\"') + '"'
-            definition = re.sub(
-                rf"^{attribute.name}={re.escape(default)}",
-                lambda _, name=attribute.name, plain=plain: f"{name}={plain}",
-                definition,
-                flags=re.MULTILINE,
+            before, after = f"{attribute.name}={default}", f"{attribute.name}={plain}"
+            definition = "".join(
+                after + line[len(before) :] if line.startswith(before) else line
+                for line in definition.splitlines(keepends=True)
             )
     return definition
 

@@ -69,8 +69,8 @@ def matching(
 
 
 def server_now(connection: dj.Connection) -> datetime:
-    """The database server's clock, which wrote the jobs' times."""
-    return connection.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0]
+    """The database server's clock, which wrote the jobs' times (no time zone, as they are)."""
+    return connection.query("SELECT LOCALTIMESTAMP(3)").fetchone()[0]
 
 
 def listing(
