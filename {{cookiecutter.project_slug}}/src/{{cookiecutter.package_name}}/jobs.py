@@ -15,9 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import datajoint as dj
+from datajoint.jobs import Job
 
 from . import activate, auto_tables
-from .operations import label
+from .operations import existing_jobs, label
 
 STATUSES = ("error", "reserved")
 FIELDS = ("error_message", "host", "pid", "created_time", "reserved_time", "completed_time")
@@ -50,17 +51,20 @@ def parse_key(pairs: list[str]) -> dict[str, Any]:
     return key
 
 
+def jobs_of(table: type[dj.Table]) -> Job | None:
+    """The table's jobs table, if the table and its jobs table exist."""
+    return existing_jobs(table) if table.database and table().is_declared else None
+
+
 def matching(
     table: type[dj.Table], status: str, key: dict[str, Any], pattern: str | None
 ) -> list[dict[str, Any]]:
     """Jobs of one table with the status, restricted by key and message pattern."""
-    if table.database is None or not table().is_declared or not table.jobs.is_declared:
-        return []
-    jobs = table.jobs & f"status='{status}'"
-    unknown = set(key) - set(jobs.primary_key)
-    if unknown:
-        return []  # the key names attributes this table does not have
-    shown = jobs.proj(*FIELDS) & key if key else jobs.proj(*FIELDS)
+    jobs = jobs_of(table)
+    if jobs is None or set(key) - set(jobs.primary_key):
+        return []  # no jobs yet, or the key names attributes this table does not have
+    shown = (jobs & f"status='{status}'").proj(*FIELDS)
+    shown = shown & key if key else shown
     rows = shown.to_dicts()
     if pattern is not None:
         search = re.compile(pattern)
@@ -90,7 +94,7 @@ def listing(
                     {
                         "table": label(table),
                         "status": status,
-                        "key": {name: row[name] for name in table.jobs.primary_key},
+                        "key": {name: row[name] for name in row if name not in FIELDS},
                         "host": row["host"],
                         "pid": row["pid"],
                         "age": (now - since).total_seconds() if since else None,
@@ -106,7 +110,9 @@ def retry(tables: list[str], key: dict[str, Any], pattern: str | None) -> int:
     activate(create=False)
     count = 0
     for table in selected:
-        jobs = table.jobs
+        jobs = jobs_of(table)
+        if jobs is None:
+            continue
         priority = jobs.connection._config.jobs.default_priority
         for row in matching(table, "error", key, pattern):
             job_key = {name: row[name] for name in jobs.primary_key}
@@ -123,8 +129,11 @@ def clear(tables: list[str], key: dict[str, Any], pattern: str | None) -> int:
     activate(create=False)
     count = 0
     for table in selected:
+        jobs = jobs_of(table)
+        if jobs is None:
+            continue
         for row in matching(table, "error", key, pattern):
-            (table.jobs & {name: row[name] for name in table.jobs.primary_key}).delete_quick()
+            (jobs & {name: row[name] for name in jobs.primary_key}).delete_quick()
             count += 1
     return count
 

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import datajoint as dj
+from datajoint.jobs import Job
 from datajoint.user_tables import _get_tier
 
 from . import MODULES, PRODUCTION_PREFIX, activate, prefix_kind, schema_prefix, short_name
@@ -76,6 +77,15 @@ def all_tables() -> list[type[dj.Table]]:
     return tables
 
 
+def existing_jobs(table: type[dj.Table]) -> Job | None:
+    """A declared table's jobs table if it exists, else None.
+
+    ``Table.jobs`` declares the jobs table on first use, so read-only code asks here.
+    """
+    jobs = Job(table())
+    return jobs if jobs.is_declared else None
+
+
 def is_manual_input(full_table_name: str) -> bool:
     """Rows entered by people: a Manual table or a Part of one."""
     kind = _get_tier(full_table_name)
@@ -121,13 +131,13 @@ def table_status(table: type[dj.Table], errors_shown: int = 3) -> dict[str, Any]
     if not issubclass(table, (dj.Imported, dj.Computed)):
         return row
     remaining, total = table().progress()
-    jobs = table.jobs
-    counts = jobs.progress()  # all zero when the jobs table does not exist
+    jobs = existing_jobs(table)
+    counts = jobs.progress() if jobs else {"reserved": 0, "error": 0}
     latest = (
         jobs.errors.proj("error_message").to_dicts(
             order_by="completed_time DESC", limit=errors_shown
         )
-        if jobs.is_declared and errors_shown
+        if jobs and errors_shown
         else []
     )
     row.update(
@@ -160,8 +170,9 @@ def release_orphans(orphan_timeout: float) -> int:
     released = 0
     for table in all_tables():
         auto = issubclass(table, (dj.Imported, dj.Computed)) and table.database
-        if auto and table().is_declared and table.jobs.is_declared:
-            released += table.jobs.refresh(orphan_timeout=orphan_timeout)["orphaned"]
+        jobs = existing_jobs(table) if auto and table().is_declared else None
+        if jobs:
+            released += jobs.refresh(orphan_timeout=orphan_timeout)["orphaned"]
     return released
 
 
