@@ -135,6 +135,8 @@ def test_jobs_refuse_bad_input(capsys):
     assert "no auto-populated table NoSuchTable" in capsys.readouterr().err
     assert cli.main(["jobs", "retry", "--key", "oops"]) == 2
     assert "attribute=value" in capsys.readouterr().err
+    assert cli.main(["jobs", "clear", "--match", "(unclosed"]) == 2
+    assert "'(unclosed' is not a regular expression" in capsys.readouterr().err
 
 
 def count_objects(prefix: str) -> tuple[int, int]:

@@ -151,6 +151,7 @@ def jobs_command(args: argparse.Namespace) -> int:
     """List failed and reserved jobs; `retry` re-queues errors, `clear` deletes them."""
     try:
         key = jobs.parse_key(args.key)
+        re.compile(args.match or "")  # a bad pattern is refused even where no job matches
         if args.action == "list":
             rows = jobs.listing(args.table, key, args.match)
             print(
@@ -158,7 +159,12 @@ def jobs_command(args: argparse.Namespace) -> int:
             )
             return 0
         count = (jobs.retry if args.action == "retry" else jobs.clear)(args.table, key, args.match)
-    except (ValueError, re.error) as error:
+    except re.error as error:
+        print(
+            f"error: --match {args.match!r} is not a regular expression: {error}", file=sys.stderr
+        )
+        return 2
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     verb = "back to pending" if args.action == "retry" else "cleared"

@@ -47,9 +47,7 @@ def tier(table: type[dj.Table]) -> str:
 
 def label(table: type[dj.Table]) -> str:
     """A table as code names it: 'schema.Class' or 'schema.Master.Part'."""
-    master = getattr(table, "_master", None)
-    name = f"{master.__name__}.{table.__name__}" if master else table.__name__
-    return f"{table.__module__.rpartition('.')[2]}.{name}"
+    return f"{table.__module__.rpartition('.')[2]}.{table.__qualname__}"
 
 
 def all_tables() -> list[type[dj.Table]]:
