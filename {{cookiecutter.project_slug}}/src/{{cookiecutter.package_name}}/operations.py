@@ -235,12 +235,13 @@ def reset(names: list[str]) -> None:
     connection = dj.conn()
     remaining = list(names)
     while remaining:
-        failed = []
+        failed: dict[str, Exception] = {}
         for name in remaining:
             try:
                 connection.query(connection.adapter.drop_schema_sql(name))
-            except dj.DataJointError:
-                failed.append(name)
-        if len(failed) == len(remaining):  # no progress: report the first failure
-            connection.query(connection.adapter.drop_schema_sql(failed[0]))
-        remaining = failed
+            except Exception as error:  # the driver's own error when a foreign key holds it
+                failed[name] = error
+        if len(failed) == len(remaining):  # no progress
+            name, error = next(iter(failed.items()))
+            raise dj.DataJointError(f"could not drop schema {name}: {error}")
+        remaining = list(failed)
