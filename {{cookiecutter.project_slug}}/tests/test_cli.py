@@ -4,17 +4,19 @@ import stat
 
 import pytest
 
-from {{ cookiecutter.package_name }} import PREFIX_VARIABLE, PRODUCTION_PREFIX
+from {{ cookiecutter.package_name }} import DEVELOPMENT_PREFIX, PREFIX_VARIABLE
 from {{ cookiecutter.package_name }} import __main__ as cli
 
 
-def test_names_follow_the_prefix_variable(monkeypatch, capsys):
+def test_names_follow_the_prefix_variable(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(PREFIX_VARIABLE, "dev_")
     assert cli.main(["names"]) == 0
     assert "-> dev_" in capsys.readouterr().out
     monkeypatch.delenv(PREFIX_VARIABLE)
+    monkeypatch.chdir(tmp_path)  # no .env here: nothing configured
+    (tmp_path / ".git").mkdir()
     assert cli.main(["names"]) == 0
-    assert f"-> {PRODUCTION_PREFIX}" in capsys.readouterr().out
+    assert f"-> {DEVELOPMENT_PREFIX}" in capsys.readouterr().out  # never production by default
 
 
 def test_login_writes_credentials_only_the_user_can_read(tmp_path, monkeypatch):

@@ -20,7 +20,11 @@ def test_worker_refuses_unknown_tables(pipeline, capsys):
 
 def test_status_reports_every_table_in_order(pipeline, capsys):
     assert cli.main(["status", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = [
+        row
+        for row in json.loads(capsys.readouterr().out)
+        if row["tier"] in ("Imported", "Computed")
+    ]
     assert [row["table"].split(".")[1] for row in report] == [
         table.__name__ for table in pipeline.auto_tables()
     ]

@@ -5,6 +5,7 @@ import datetime
 import getpass
 import json
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -17,6 +18,9 @@ from . import (
     activate,
     auto_tables,
     devdb,
+    drift,
+    jobs,
+    operations,
     promotion,
     scaffold,
     schema_names,
@@ -41,7 +45,10 @@ def versions(args: argparse.Namespace) -> int:
     for name, (code, database) in mismatches.items():
         print(f"{name}: code {code}, database {database or 'not recorded'}")
     if mismatches:
-        print(f"Run `declare` (or migrate) to bring the {schema_prefix()!r} schemas up to date.")
+        print(
+            f"Run `declare` on the {schema_prefix()!r} schemas to record the code's versions,"
+            " after `check` shows no drift (alter or drop and repopulate the tables it lists)."
+        )
         return 1
     print("The database matches the code's schema versions.")
     return 0
@@ -89,52 +96,93 @@ def populate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def table_status(table: type[dj.Table], errors_shown: int) -> dict:
-    """Progress and job counts of one auto-populated table, with its latest errors."""
-    remaining, total = table().progress()
-    jobs = table.jobs
-    counts = jobs.progress()
-    latest = jobs.errors.proj("error_message").to_dicts(
-        order_by="completed_time DESC", limit=errors_shown
-    )
-    return {
-        "table": f"{table.__module__.rpartition('.')[2]}.{table.__name__}",
-        "done": total - remaining,
-        "remaining": remaining,
-        "total": total,
-        "reserved": counts["reserved"],
-        "errors": counts["error"],
-        "latest_errors": [
-            {
-                "key": {k: v for k, v in row.items() if k != "error_message"},
-                "message": row["error_message"],
-            }
-            for row in latest
-        ],
-    }
-
-
 def status(args: argparse.Namespace) -> int:
-    """Progress of every table, upstream first; exit 1 when any job is in error."""
-    activate()
+    """Every table upstream first: rows, progress, jobs, keys waiting on manual input.
+
+    Exit 1 when a job is in error or a table is not declared; with --release-orphans,
+    0 once the reservations are released (errors elsewhere do not make it fail).
+    """
     if args.release_orphans:
-        for table in auto_tables():
-            table.jobs.refresh(orphan_timeout=args.release_orphans)
-    report = [table_status(table, args.errors) for table in auto_tables()]
+        released = operations.release_orphans(args.release_orphans)
+        print(f"Re-queued {released} orphaned reservation(s).", file=sys.stderr)
+    report = operations.status_report(args.errors)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print(
-            f"{'table':<32} {'done':>7} {'remaining':>9} {'total':>7} {'reserved':>8} {'errors':>6}"
-        )
-        for row in report:
+        print(operations.format_status(report))
+    if args.release_orphans:
+        return 0
+    unhealthy = any(not row["declared"] or row.get("errors") for row in report)
+    return 1 if unhealthy else 0
+
+
+def check(args: argparse.Namespace) -> int:
+    """Compare every table's definition in code with the database; exit 1 on drift."""
+    report = drift.check()
+    for difference in report:
+        print(f"== {difference.table}")
+        for problem in difference.problems:
+            print(f"   {problem}")
+    if report:
+        print(drift.ADVICE)
+        return 1
+    print(f"The {schema_prefix()!r} schemas match the code.")
+    return 0
+
+
+def reset(args: argparse.Namespace) -> int:
+    """Drop a development or personal schema set (asks first; refuses production)."""
+    try:
+        names = operations.reset_plan()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not names:
+        print(f"Nothing to drop: no schema starts with {schema_prefix()!r}.")
+        return 0
+    print("\n".join(["Drops these schemas and everything in them:", *names]))
+    if not args.yes and operations.confirm("Type the prefix to confirm: ") != schema_prefix():
+        print("Nothing dropped (give --yes to skip the question).", file=sys.stderr)
+        return 1
+    operations.reset(names)
+    print(f"Dropped {len(names)} schema(s).")
+    return 0
+
+
+def jobs_command(args: argparse.Namespace) -> int:
+    """List failed and reserved jobs; `retry` re-queues errors, `clear` deletes them."""
+    try:
+        key = jobs.parse_key(args.key)
+        re.compile(args.match or "")  # a bad pattern is refused even where no job matches
+        if args.action == "list":
+            rows = jobs.listing(args.table, key, args.match)
             print(
-                f"{row['table']:<32} {row['done']:>7} {row['remaining']:>9} {row['total']:>7}"
-                f" {row['reserved']:>8} {row['errors']:>6}"
+                json.dumps(rows, indent=2, default=str) if args.json else jobs.format_listing(rows)
             )
-            for error in row["latest_errors"]:
-                print(f"    {error['key']}: {error['message']}")
-    return 1 if any(row["errors"] for row in report) else 0
+            return 0
+        count = (jobs.retry if args.action == "retry" else jobs.clear)(args.table, key, args.match)
+    except re.error as error:
+        print(
+            f"error: --match {args.match!r} is not a regular expression: {error}", file=sys.stderr
+        )
+        return 2
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    verb = "back to pending" if args.action == "retry" else "cleared"
+    print(f"{count} failed job(s) {verb}.")
+    return 0
+
+
+def add_jobs_parser(commands: argparse._SubParsersAction) -> None:
+    """The `jobs` command: list (default), retry and clear."""
+    parser = commands.add_parser("jobs", help=jobs_command.__doc__)
+    parser.add_argument("action", nargs="?", default="list", choices=["list", "retry", "clear"])
+    parser.add_argument("--table", action="append", default=[], help="Class or schema.Class")
+    parser.add_argument("--key", action="append", default=[], help="attribute=value (repeatable)")
+    parser.add_argument("--match", metavar="REGEX", help="error messages matching this")
+    parser.add_argument("--json", action="store_true", help="machine-readable list")
+    parser.set_defaults(run=jobs_command, writes=lambda a: a.action != "list")
 
 
 def access_grant(args: argparse.Namespace) -> int:
@@ -196,16 +244,16 @@ def add_access_parser(commands: argparse._SubParsersAction) -> None:
     password = grant.add_mutually_exclusive_group()
     password.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
     password.add_argument("--generate-password", action="store_true", help="make one, show once")
-    grant.set_defaults(run=access_grant)
+    grant.set_defaults(run=access_grant, writes=lambda a: a.apply)
     revoke = actions.add_parser("revoke", help=access_revoke.__doc__)
     revoke.add_argument("user")
     revoke.add_argument("--role", help="PostgreSQL: only this role (default: every role)")
-    revoke.set_defaults(run=access_revoke)
+    revoke.set_defaults(run=access_revoke, writes=lambda a: a.apply)
     policy = actions.add_parser("policy", help=access_policy.__doc__)
     policy.add_argument("role")
     policy.add_argument("--bucket", help="default: the main store's bucket")
     policy.add_argument("--location", help="default: the main store's location")
-    policy.set_defaults(run=access_policy)
+    policy.set_defaults(run=access_policy, writes=False)
     for action in (grant, revoke, policy):
         action.add_argument("--prefix", help="schema set (default: the prefix in force)")
     for action in (grant, revoke):
@@ -337,11 +385,12 @@ def diagram(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m {__package__}", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("names", help=names.__doc__).set_defaults(run=names)
-    commands.add_parser("declare", help=declare.__doc__).set_defaults(run=declare)
+    commands.add_parser("names", help=names.__doc__).set_defaults(run=names, writes=False)
+    declare_parser = commands.add_parser("declare", help=declare.__doc__)
+    declare_parser.set_defaults(run=declare, writes=True)
     populate_parser = commands.add_parser("populate", help=populate.__doc__)
     populate_parser.add_argument("table", nargs="*", help="only these tables (class names)")
-    populate_parser.set_defaults(run=populate)
+    populate_parser.set_defaults(run=populate, writes=True)
     status_parser = commands.add_parser("status", help=status.__doc__)
     status_parser.add_argument("--json", action="store_true", help="machine-readable output")
     status_parser.add_argument(
@@ -353,12 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="first re-queue reservations older than this (from workers that were killed)",
     )
-    status_parser.set_defaults(run=status)
-    commands.add_parser("versions", help=versions.__doc__).set_defaults(run=versions)
+    status_parser.set_defaults(run=status, writes=lambda a: bool(a.release_orphans))
+    commands.add_parser("check", help=check.__doc__).set_defaults(run=check, writes=False)
+    reset_parser = commands.add_parser("reset", help=reset.__doc__)
+    reset_parser.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
+    reset_parser.set_defaults(run=reset, writes=True)
+    add_jobs_parser(commands)
+    versions_parser = commands.add_parser("versions", help=versions.__doc__)
+    versions_parser.set_defaults(run=versions, writes=False)
     compare_parser = commands.add_parser("compare", help=compare.__doc__)
     compare_parser.add_argument("source", help="prefix to compare, e.g. dev_my_pipeline_")
     compare_parser.add_argument("--to", help="prefix to compare with (default: the one in force)")
-    compare_parser.set_defaults(run=compare)
+    compare_parser.set_defaults(run=compare, writes=False)
     add_parser = commands.add_parser("add-schema", help=add_schema.__doc__)
     add_parser.add_argument("name", help="schema (module) name, e.g. behavior")
     add_parser.add_argument("--upstream", default="", help="comma-separated upstream schemas")
@@ -390,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     datajoint_logs_to_stderr()
     args = build_parser().parse_args(argv)
+    if hasattr(args, "writes"):  # commands that act on a schema set say which
+        writes = args.writes(args) if callable(args.writes) else args.writes
+        operations.announce(
+            getattr(args, "to", None) or getattr(args, "prefix", None), writes=writes
+        )
     try:
         return args.run(args)
     except dj.DataJointError as error:

@@ -226,10 +226,13 @@ $roles
 
 #: Environment variable that selects the schema names (production, dev_, personal).
 PREFIX_VARIABLE = "$prefix_variable"
-#: Prefix of the production schema names.
+#: Prefix of the production schema names: in force only when PREFIX_VARIABLE names it.
 PRODUCTION_PREFIX = "$production_prefix"
+#: Prefix in force when nothing is configured: the shared development set.
+DEVELOPMENT_PREFIX = "dev_" + PRODUCTION_PREFIX
 
 __all__ = [
+    "DEVELOPMENT_PREFIX",
     "MODULES",
     "PIPELINE",
     "SCHEMA_ROLES",
@@ -243,14 +246,24 @@ __all__ = [
 
 def schema_prefix() -> str:
     """The prefix in force: $$$prefix_variable from the environment or the project's .env,
-    else the production prefix."""
+    else the shared development prefix. Production is never the default: it must be named."""
     if PREFIX_VARIABLE in os.environ:
         return os.environ[PREFIX_VARIABLE]
     config_file = find_config_file()
     value = dotenv_values((config_file.parent if config_file else Path.cwd()) / ".env").get(
         PREFIX_VARIABLE
     )
-    return PRODUCTION_PREFIX if value is None else value
+    return DEVELOPMENT_PREFIX if value is None else value
+
+
+def prefix_kind(prefix: str | None = None) -> str:
+    """What a schema set is: production, development (dev_...), test (test_...) or personal."""
+    prefix = schema_prefix() if prefix is None else prefix
+    if prefix == PRODUCTION_PREFIX:
+        return "production"
+    if prefix.startswith("dev_"):
+        return "development"
+    return "test" if prefix.startswith("test_") else "personal"
 
 
 def short_name(module) -> str:
@@ -264,16 +277,28 @@ def schema_names(prefix: str | None = None) -> dict[str, str]:
     return {short_name(module): prefix + short_name(module) for module in MODULES}
 
 
-def activate(prefix: str | None = None, *, connection=None) -> dict[str, str]:
+def activate(prefix: str | None = None, *, connection=None, create: bool = True) -> dict[str, str]:
     """Bind every schema module to its database schema, creating what is missing.
 
     Schemas are activated upstream first, so each table's foreign keys can be
-    declared. Returns the module-to-schema-name mapping that was used.
+    declared. With create=False nothing is created (DataJoint's create_schema and
+    create_tables off): only the schemas that exist are bound, and missing tables stay
+    undeclared (``Table.is_declared`` is False). Returns the module-to-schema-name
+    mapping of the schemas that were bound.
     """
     prepare_stores()
     names = schema_names(prefix)
+    if not create:
+        existing = set(dj.list_schemas(connection=connection))
+        names = {module: name for module, name in names.items() if name in existing}
     for module in MODULES:
-        module.schema.activate(names[short_name(module)], connection=connection)
+        if short_name(module) in names:
+            module.schema.activate(
+                names[short_name(module)],
+                connection=connection,
+                create_schema=create,
+                create_tables=create,
+            )
     return names
 
 

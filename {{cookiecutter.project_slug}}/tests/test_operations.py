@@ -1,0 +1,225 @@
+"""Operating the pipeline: the schema set in force, check, status, jobs and reset."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+
+import datajoint as dj
+import pytest
+
+import {{ cookiecutter.package_name }} as package
+from {{ cookiecutter.package_name }} import __main__ as cli
+from {{ cookiecutter.package_name }} import drift, operations
+
+
+def test_nothing_configured_means_the_development_set(tmp_path, monkeypatch):
+    (tmp_path / ".git").mkdir()  # no datajoint.json or .env above this folder
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(package.PREFIX_VARIABLE, raising=False)
+    assert package.schema_prefix() == package.DEVELOPMENT_PREFIX
+    assert package.prefix_kind() == "development"
+    (tmp_path / ".env").write_text(f"{package.PREFIX_VARIABLE}={package.PRODUCTION_PREFIX}\n")
+    assert package.prefix_kind() == "production"  # production only when named
+    assert package.prefix_kind("alice_" + package.PRODUCTION_PREFIX) == "personal"
+
+
+def test_every_command_names_its_schema_set(monkeypatch, capsys):
+    monkeypatch.setenv(package.PREFIX_VARIABLE, package.PRODUCTION_PREFIX)
+    assert cli.main(["names"]) == 0
+    assert capsys.readouterr().err == f"schemas: {package.PRODUCTION_PREFIX}* (production)\n"
+    operations.announce(writes=True)
+    assert "WRITES TO PRODUCTION" in capsys.readouterr().err
+    monkeypatch.setenv(package.PREFIX_VARIABLE, package.DEVELOPMENT_PREFIX)
+    operations.announce(writes=True)
+    assert capsys.readouterr().err == f"schemas: {package.DEVELOPMENT_PREFIX}* (development)\n"
+
+
+def test_check_finds_no_drift_after_declare(pipeline, capsys):
+    assert cli.main(["check"]) == 0
+    assert "match the code" in capsys.readouterr().out
+
+
+def test_check_reports_a_definition_changed_in_code(pipeline, monkeypatch, capsys):
+    table = operations.all_tables()[-1]
+    definition = table.definition.rstrip()
+    if "---" not in definition:
+        definition += "\n    ---"
+    monkeypatch.setattr(table, "definition", definition + "\n    added_in_code = null : int32\n")
+    report = drift.check()
+    assert [d.table for d in report] == [operations.label(table)]
+    assert report[0].problems[0].startswith("attribute added_in_code is in code only")
+    assert cli.main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "added_in_code" in out
+    assert "Table.alter()" in out
+
+
+def test_status_covers_every_table_in_order(pipeline, capsys):
+    assert cli.main(["status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    labels = [operations.label(table) for table in operations.all_tables()]
+    assert [row["table"] for row in report] == labels
+    for row in report:
+        assert row["declared"]
+        if row["tier"] in ("Imported", "Computed"):
+            assert (row["remaining"], row["errors"], row["reserved"]) == (0, 0, 0)
+            assert row["done"] == row["total"] > 0
+            assert row["waiting_on_manual_input"] == 0
+        elif row["tier"] == "Manual":
+            assert row["rows"] > 0
+    assert cli.main(["status"]) == 0
+    assert report[0]["table"] in capsys.readouterr().out
+
+
+@pytest.fixture
+def failed_job(pipeline, monkeypatch):
+    """One key of the most downstream auto-populated table, failed by its make()."""
+    tables = pipeline.auto_tables()
+    if not tables:
+        pytest.skip("this pipeline has no auto-populated table")
+    table = tables[-1]
+    key = table.proj().to_dicts(limit=1)[0]
+    (table & key).delete(prompt=False)
+
+    def fail(self, key):
+        raise RuntimeError("instrument file missing")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(table, "make", fail)
+        result = table.populate(key, reserve_jobs=True, suppress_errors=True)
+    assert len(result["error_list"]) == 1
+    yield table, key
+    table.jobs.errors.delete_quick()
+    table.populate(reserve_jobs=True)
+    assert table().progress()[0] == 0
+
+
+def test_jobs_lists_retries_and_clears_errors(failed_job, capsys):
+    table, key = failed_job
+    assert cli.main(["jobs", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["table"] == operations.label(table)
+    assert row["status"] == "error"
+    assert row["key"] == {name: key[name] for name in table.jobs.primary_key}
+    assert "instrument file missing" in row["message"]
+    assert row["age"] >= 0
+    assert row["pid"] == os.getpid()
+    assert cli.main(["status"]) == 1  # a job in error
+    assert cli.main(["status", "--release-orphans", "3600"]) == 0  # errors are not its business
+    capsys.readouterr()
+
+    assert cli.main(["jobs", "retry", "--match", "no such message"]) == 0
+    assert "0 failed job(s)" in capsys.readouterr().out
+    assert cli.main(["jobs", "retry", "--table", table.__name__, "--match", "instrument"]) == 0
+    assert "1 failed job(s) back to pending" in capsys.readouterr().out
+    assert len(table.jobs.errors) == 0
+    assert len(table.jobs.pending & key) == 1
+    table.populate(reserve_jobs=True)  # the cause is fixed: the key is made
+    assert table().progress()[0] == 0
+    assert cli.main(["status"]) == 0
+
+
+def test_jobs_clear_removes_errors(failed_job, capsys):
+    table, _ = failed_job
+    assert cli.main(["jobs", "clear", "--key", "no_such_attribute=1"]) == 0
+    assert len(table.jobs.errors) == 1
+    assert cli.main(["jobs", "clear"]) == 0
+    assert "1 failed job(s) cleared" in capsys.readouterr().out
+    assert len(table.jobs.errors) == 0
+
+
+def test_jobs_refuse_bad_input(capsys):
+    assert cli.main(["jobs", "--table", "NoSuchTable"]) == 2
+    assert "no auto-populated table NoSuchTable" in capsys.readouterr().err
+    assert cli.main(["jobs", "retry", "--key", "oops"]) == 2
+    assert "attribute=value" in capsys.readouterr().err
+    assert cli.main(["jobs", "clear", "--match", "(unclosed"]) == 2
+    assert "'(unclosed' is not a regular expression" in capsys.readouterr().err
+
+
+def count_objects(prefix: str) -> tuple[int, int]:
+    """Schemas named with the prefix, and every table in them (jobs tables included)."""
+    connection = dj.conn()
+    schemas = [name for name in dj.list_schemas() if name.startswith(prefix)]
+    tables = sum(
+        len(connection.query(connection.adapter.list_tables_sql(name)).fetchall())
+        for name in schemas
+    )
+    return len(schemas), tables
+
+
+READ_ONLY = ["names", "status", "status --json", "versions", "compare dev_", "check", "jobs"]
+
+
+def test_read_only_commands_create_nothing(pipeline):
+    """Where only some schemas and tables exist, read-only commands add nothing.
+
+    The first two schemas are declared (their jobs tables are not: `declare` makes those),
+    the third exists with no table, the others do not exist.
+    """
+    prefix = f"{package.schema_prefix()}ro{secrets.token_hex(2)}_"
+    config = dj.config.database
+    environment = {
+        **os.environ,
+        package.PREFIX_VARIABLE: prefix,
+        "DJ_HOST": str(config.host),
+        "DJ_PORT": str(config.port),
+        "DJ_USER": str(config.user),
+        "DJ_PASS": str(config.password or ""),
+        "DJ_BACKEND": str(config.backend),
+    }
+    script = (
+        "import sys\n"
+        f"import {package.__name__} as package\n"
+        f"from {package.__name__} import __main__ as cli\n"
+        "if sys.argv[1] == 'declare-some':\n"
+        "    for module in package.MODULES[:2]:\n"
+        "        module.schema.activate(package.schema_prefix() + package.short_name(module))\n"
+        "    if len(package.MODULES) > 2:\n"
+        "        connection = package.MODULES[0].schema.connection\n"
+        "        name = package.schema_prefix() + package.short_name(package.MODULES[2])\n"
+        "        connection.query(connection.adapter.create_schema_sql(name))\n"
+        "else:\n"
+        "    codes = [cli.main(command.split()) for command in sys.argv[1:]]\n"
+        "    print(codes)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, "declare-some"], env=environment, check=True)
+    try:
+        before = count_objects(prefix)
+        assert before[0] == min(3, len(package.MODULES))
+        ran = subprocess.run(
+            [sys.executable, "-c", script, *READ_ONLY],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        assert "Traceback" not in ran.stderr, ran.stderr[-3000:]
+        assert count_objects(prefix) == before
+    finally:
+        operations.reset(operations.reset_plan(prefix))
+    assert count_objects(prefix) == (0, 0)
+
+
+def test_reset_drops_a_development_set_and_refuses_production(database, monkeypatch, capsys):
+    prefix = f"test_{secrets.token_hex(3)}_"
+    connection = dj.conn()
+    names = [prefix + package.short_name(m) for m in package.MODULES] + [prefix + "renamed"]
+    for name in names:
+        connection.query(connection.adapter.create_schema_sql(name))
+    monkeypatch.setenv(package.PREFIX_VARIABLE, prefix)
+    monkeypatch.setattr("builtins.input", lambda question: "no")
+    assert cli.main(["reset"]) == 1  # not confirmed
+    assert count_objects(prefix)[0] == len(names)
+    monkeypatch.setattr("builtins.input", lambda question: prefix)
+    assert cli.main(["reset"]) == 0
+    assert count_objects(prefix) == (0, 0)
+    assert cli.main(["reset", "--yes"]) == 0  # nothing left: nothing to do
+    for refused in (package.PRODUCTION_PREFIX, "", package.PRODUCTION_PREFIX[:2]):
+        monkeypatch.setenv(package.PREFIX_VARIABLE, refused)
+        capsys.readouterr()
+        assert cli.main(["reset", "--yes"]) == 2
+        assert "refusing to reset" in capsys.readouterr().err
