@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ def _driver_errors() -> tuple[type[Exception], ...]:
     found: list[type[Exception]] = []
     for module, name in (("pymysql", "Error"), ("psycopg2", "Error")):
         with contextlib.suppress(ImportError):
-            found.append(getattr(__import__(module), name))
+            found.append(getattr(importlib.import_module(module), name))
     return tuple(found)
 
 
