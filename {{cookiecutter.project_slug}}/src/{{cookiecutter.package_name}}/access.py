@@ -13,9 +13,9 @@ kind is its role in the pipeline (SCHEMA_ROLES, overridable in access.toml). Fro
 MySQL and MariaDB get grants per user and database, each database name escaped so it
 matches that database alone; PostgreSQL gets one native role per access role and schema
 set, granted to users. A grant is exact: it also takes away what the role does not have.
-Identifiers and strings are escaped by the drivers; passwords are never printed: MariaDB
-receives the password as a query parameter, PostgreSQL only its SCRAM-SHA-256 verifier,
-computed here.
+Identifiers and strings are escaped by the drivers; passwords are never printed nor
+logged, and the servers receive hashes computed here: PostgreSQL a SCRAM-SHA-256 verifier,
+MariaDB a mysql_native_password hash (see `password_secret`).
 """
 
 from __future__ import annotations
@@ -497,13 +497,14 @@ def postgres_plan(
             "`access grant` once to create them"
         )
     plan = Plan(user, "postgresql", [Statement(s) for s in statements])
+    admin_groups = {g for n, g in groups.items() if policy["roles"][n].get("manage")}
     if role is None:
         plan.statements += [
             Statement(render("REVOKE {} FROM {}", g, user))
             for g in groups.values()
             if g in member_of
         ]
-        if found and found[0][1] and groups.get("admin") in member_of:
+        if found and found[0][1] and admin_groups & member_of:
             plan.statements.append(Statement(render("ALTER ROLE {} NOCREATEROLE", user)))
         return plan
     spec = policy["roles"][role]
@@ -513,11 +514,7 @@ def postgres_plan(
     )
     if spec.get("manage"):
         plan.statements.append(Statement(render("ALTER ROLE {} CREATEROLE", user)))
-    elif (
-        found
-        and found[0][1]
-        and any(policy["roles"][n].get("manage") and g in member_of for n, g in groups.items())
-    ):
+    elif found and found[0][1] and admin_groups & member_of:
         plan.statements.append(Statement(render("ALTER ROLE {} NOCREATEROLE", user)))
     plan.statements += [
         Statement(render("REVOKE {} FROM {}", g, user))
