@@ -632,11 +632,18 @@ def apply(plan: Plan, password: str | None) -> None:
     started: list[Statement] = []
     try:
         if plan.backend == "postgresql":
-            with connection.transaction:
-                for statement in plan.statements:
-                    started.append(statement)
-                    run(statement)
-            return
+            for attempt in range(3):
+                try:
+                    with connection.transaction:
+                        for statement in plan.statements:
+                            started.append(statement)
+                            run(statement)
+                    return
+                except (dj.DataJointError, *DRIVER_ERRORS) as error:
+                    # Two GRANTs on one object at once: PostgreSQL refuses the later one.
+                    if "tuple concurrently updated" not in str(error) or attempt == 2:
+                        raise
+                    started.clear()
         for statement in plan.statements:
             started.append(statement)
             try:
