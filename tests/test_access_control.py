@@ -190,6 +190,8 @@ def drop_everything(backend: str, tag: str) -> None:
         ]
     for phase in phases:  # the server quotes the names itself
         statements = server(backend, phase)
+        if statements and backend == "postgresql":  # in turn with `access` (its ADVISORY_LOCK)
+            statements.insert(0, "SELECT pg_advisory_xact_lock(1145717059);")
         if statements:
             server(
                 backend,

@@ -86,14 +86,15 @@ def test_grants_are_exact_and_never_show_the_password(pipeline):
         access.apply(access.plan_access(user, None), None)
     finally:
         if postgres:  # sent as they are (no parameters): the names hold `%`
-            connection.query(f"DROP ROLE IF EXISTS {quote_pg(user)}", args=None)
-            for role in access.load_policy()["roles"]:
-                group = access.group_role(role, schema_prefix())
-                if connection.query(
-                    "SELECT 1 FROM pg_roles WHERE rolname = %s", args=(group,)
-                ).fetchone():
-                    connection.query(f"DROP OWNED BY {quote_pg(group)}", args=None)
-                    connection.query(f"DROP ROLE {quote_pg(group)}", args=None)
+            with connection.transaction:  # in turn with other access changes, like `apply`
+                connection.query("SELECT pg_advisory_xact_lock(%s)", args=(access.ADVISORY_LOCK,))
+                connection.query(f"DROP ROLE IF EXISTS {quote_pg(user)}", args=None)
+                for role in access.load_policy()["roles"]:
+                    group = access.group_role(role, schema_prefix())
+                    query = "SELECT 1 FROM pg_roles WHERE rolname = %s"
+                    if connection.query(query, args=(group,)).fetchone():
+                        connection.query(f"DROP OWNED BY {quote_pg(group)}", args=None)
+                        connection.query(f"DROP ROLE {quote_pg(group)}", args=None)
         else:
             connection.query("DROP USER IF EXISTS %s@'%%'", args=(user,))
 

@@ -24,6 +24,8 @@ import contextlib
 import hashlib
 import importlib
 import json
+import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ def _driver_errors() -> tuple[type[Exception], ...]:
 
 
 DRIVER_ERRORS = _driver_errors()
+#: The PostgreSQL advisory lock that serializes access changes (any number, fixed).
+ADVISORY_LOCK = 0x44_4A_41_43
 
 
 def load_policy(path: Path | None = None) -> dict[str, Any]:
@@ -635,15 +639,19 @@ def apply(plan: Plan, password: str | None) -> None:
             for attempt in range(3):
                 try:
                     with connection.transaction:
+                        # One access change at a time: PostgreSQL refuses concurrent GRANTs
+                        # on one object ("tuple concurrently updated").
+                        connection.query("SELECT pg_advisory_xact_lock(%s)", args=(ADVISORY_LOCK,))
                         for statement in plan.statements:
                             started.append(statement)
                             run(statement)
                     return
                 except (dj.DataJointError, *DRIVER_ERRORS) as error:
-                    # Two GRANTs on one object at once: PostgreSQL refuses the later one.
+                    # A GRANT from elsewhere on the same object, at the same time.
                     if "tuple concurrently updated" not in str(error) or attempt == 2:
                         raise
                     started.clear()
+                    time.sleep(random.uniform(0.1, 1.0))
         for statement in plan.statements:
             started.append(statement)
             try:
