@@ -1,8 +1,11 @@
 """Access control without a server: the role table, the SQL and the bucket policies."""
 
+import secrets
+from pathlib import Path
+
 import datajoint as dj
 
-from {{ cookiecutter.package_name }} import PIPELINE, access, schema_prefix
+from {{ cookiecutter.package_name }} import PIPELINE, access, promotion, schema_prefix
 
 
 def test_roles_follow_the_guide():
@@ -30,16 +33,74 @@ def test_writers_can_check_foreign_keys_and_cascade_deletes():
             assert "DELETE" in operator[name]
 
 
-def test_sql_never_shows_the_password(monkeypatch):
-    for backend in ("mysql", "postgresql"):
-        monkeypatch.setitem(dj.config, "database.backend", backend)
-        statements = access.grant_statements("alice", "analyst", "lab_")
-        shown = "\n".join(statement.shown() for statement in statements)
+def test_the_role_table_of_the_docs_follows_access_toml():
+    docs = Path(__file__).resolve().parents[1] / "docs" / "access.md"
+    text = docs.read_text(encoding="utf-8")
+    table = text.split("<!-- access-matrix:start -->\n")[1].split("<!-- access-matrix:end -->")[0]
+    expected = access.role_table(access.load_policy())
+    assert table == expected, f"update docs/access.md with `access table`:\n{expected}"
+
+
+def test_mysql_grants_match_this_project_alone():
+    policy = access.load_policy()
+    for role in policy["roles"]:
+        for pattern in access.mysql_desired(role, policy, "my_lab_"):
+            # Every `_` and `%` escaped: no wildcard reaches another project's schemas.
+            unescaped = pattern.replace("\\\\", "").replace("\\_", "").replace("\\%", "")
+            assert "_" not in unescaped, pattern
+            assert "%" not in unescaped, pattern
+
+
+def test_grants_are_exact_and_never_show_the_password(pipeline):
+    """A hostile user name, granted twice and demoted; the password never shows."""
+    promotion.record_versions()  # PostgreSQL grants on every schema of the set
+    user = f"o'b\"r$$\\n%s_{secrets.token_hex(3)}"
+    password = "pa'ss\"w$$rd\\é%s"
+    connection = dj.conn()
+    postgres = connection.adapter.backend == "postgresql"
+    try:
+        plan = access.plan_access(user, "operator")
+        shown = "\n".join(statement.shown() for statement in plan.statements)
+        assert password not in shown
         assert "'<password>'" in shown
-        assert all("%s" not in statement.shown() for statement in statements)
-        kinds = access.schema_kinds(access.load_policy())
-        assert all(f"lab_{name}" in shown for name, kind in kinds.items() if kind == "analysis")
-        assert "WITH GRANT OPTION" not in shown
+        access.apply(plan, password)
+        access.apply(access.plan_access(user, "viewer"), password + "2")
+        again = access.plan_access(user, "viewer")
+        if not postgres:  # nothing left to change, but the password
+            assert [statement.secret for statement in again.statements] == [True]
+            (db_rows,) = connection.query(
+                "SELECT COUNT(*) FROM mysql.db WHERE User = %s AND Insert_priv = 'Y'", args=(user,)
+            ).fetchall()
+            assert db_rows == (0,)  # demoted: no INSERT left anywhere
+        else:
+            (stored,) = connection.query(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = %s", args=(user,)
+            ).fetchone()
+            assert stored.startswith("SCRAM-SHA-256$4096:")
+            groups = connection.query(
+                "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s",
+                args=(user,),
+            ).fetchall()
+            assert groups == [(access.group_role("viewer", schema_prefix()),)]
+        access.apply(access.plan_access(user, None), None)
+    finally:
+        if postgres:  # sent as they are (no parameters): the names hold `%`
+            with connection.transaction:  # in turn with other access changes, like `apply`
+                connection.query("SELECT pg_advisory_xact_lock(%s)", args=(access.ADVISORY_LOCK,))
+                connection.query(f"DROP ROLE IF EXISTS {quote_pg(user)}", args=None)
+                for role in access.load_policy()["roles"]:
+                    group = access.group_role(role, schema_prefix())
+                    query = "SELECT 1 FROM pg_roles WHERE rolname = %s"
+                    if connection.query(query, args=(group,)).fetchone():
+                        connection.query(f"DROP OWNED BY {quote_pg(group)}", args=None)
+                        connection.query(f"DROP ROLE {quote_pg(group)}", args=None)
+        else:
+            connection.query("DROP USER IF EXISTS %s@'%%'", args=(user,))
+
+
+def quote_pg(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def test_bucket_policy_matches_database_rights():

@@ -186,15 +186,28 @@ def add_jobs_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def access_grant(args: argparse.Namespace) -> int:
-    """Print (or --apply) the SQL that creates a user with a role of access.toml."""
+    """Print (or --apply) the SQL that gives a user exactly one role of access.toml."""
+    return run_access_plan(args, args.role)
+
+
+def access_revoke(args: argparse.Namespace) -> int:
+    """Print (or --apply) the SQL that takes a user's access to this project away."""
+    return run_access_plan(args, None)
+
+
+def run_access_plan(args: argparse.Namespace, role: str | None) -> int:
+    """Show the statements `access` plans from the server's state; with --apply, run them."""
     try:
-        statements = access.grant_statements(args.user, args.role, args.prefix)
+        plan = access.plan_access(args.user, role, args.prefix)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for statement in statements:
+    for statement in plan.statements:
         print(statement.shown() + ";")
-    if args.apply:
+    if not args.apply:
+        return 0
+    password = None
+    if role is not None:
         if args.password_env:
             password = os.environ.get(args.password_env) or ""
         elif args.generate_password:
@@ -205,19 +218,18 @@ def access_grant(args: argparse.Namespace) -> int:
         if not password:
             print("error: empty password", file=sys.stderr)
             return 2
-        access.apply(statements, password)
-        print(f"Applied: {args.user} is {args.role}.", file=sys.stderr)
+    try:
+        access.apply(plan, password)
+    except access.AccessError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Applied: {args.user} is {role or 'no longer in this project'}.", file=sys.stderr)
     return 0
 
 
-def access_revoke(args: argparse.Namespace) -> int:
-    """Print (or --apply) the SQL that takes a user's role away."""
-    prefix = schema_prefix() if args.prefix is None else args.prefix
-    statements = access.revoke_statements(args.user, args.role, prefix)
-    for statement in statements:
-        print(statement.shown() + ";")
-    if args.apply:
-        access.apply(statements, None)
+def access_table(args: argparse.Namespace) -> int:
+    """Print the role table of docs/access.md, derived from access.toml."""
+    print(access.role_table(access.load_policy()), end="")
     return 0
 
 
@@ -247,8 +259,9 @@ def add_access_parser(commands: argparse._SubParsersAction) -> None:
     grant.set_defaults(run=access_grant, writes=lambda a: a.apply)
     revoke = actions.add_parser("revoke", help=access_revoke.__doc__)
     revoke.add_argument("user")
-    revoke.add_argument("--role", help="PostgreSQL: only this role (default: every role)")
     revoke.set_defaults(run=access_revoke, writes=lambda a: a.apply)
+    table = actions.add_parser("table", help=access_table.__doc__)
+    table.set_defaults(run=access_table)
     policy = actions.add_parser("policy", help=access_policy.__doc__)
     policy.add_argument("role")
     policy.add_argument("--bucket", help="default: the main store's bucket")
@@ -321,7 +334,7 @@ def backup(args: argparse.Namespace) -> int:
     from . import backup as backups
 
     prefix = schema_prefix()
-    folder = args.to or Path("backups") / (
+    folder = args.folder or Path("backups") / (
         f"{prefix}{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}"
     )
     try:
@@ -424,13 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_parser.set_defaults(run=add_schema)
     backup_parser = commands.add_parser("backup", help=backup.__doc__)
     backup_parser.add_argument(
-        "--to", metavar="FOLDER", help="a new folder (default: backups/<prefix><UTC time>)"
+        "--to",
+        dest="folder",
+        metavar="FOLDER",
+        help="a new folder (default: backups/<prefix><UTC time>)",
     )
-    backup_parser.set_defaults(run=backup)
+    backup_parser.set_defaults(run=backup, writes=False)
     restore_parser = commands.add_parser("restore", help=restore.__doc__)
     restore_parser.add_argument("folder", help="a folder written by `backup`")
     restore_parser.add_argument("--prefix", required=True, help="an unused schema prefix")
-    restore_parser.set_defaults(run=restore)
+    restore_parser.set_defaults(run=restore, writes=True)
     add_access_parser(commands)
     dev_db_parser = commands.add_parser("dev-db", help=dev_db.__doc__)
     dev_db_parser.add_argument("action", choices=["start", "stop", "status"])
