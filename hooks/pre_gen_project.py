@@ -40,8 +40,8 @@ RULES = {
     "schema-module": "not the name of one of the package's own modules",
     "schema-length": "fits the backend's identifier limit (MySQL 64, PostgreSQL 63 characters) "
     "with the production prefix and 8 characters to spare for a development prefix",
-    "spec-syntax": "entries 'name' or 'name <- upstream, ...' separated by ';' or line breaks, "
-    "or a mapping of names",
+    "spec-syntax": "entries 'name' or 'name <- upstream, ...' (optionally 'name [role] <- ...') "
+    "separated by ';' or line breaks, or a mapping of names",
     "spec-file": "a spec given as a path names a readable YAML file holding the mapping or the text",
     "spec-empty": "at least one schema",
     "spec-duplicate": "each schema listed once",
@@ -224,6 +224,7 @@ def parse_text(text: str) -> list[Schema]:
                 "spec-syntax", "schemas", f"{where} uses '->'", "; write 'downstream <- upstream'"
             )
         name, arrow, upstream = (part.strip() for part in entry.partition("<-"))
+        name, role = role_of_entry(name)
         if "<-" in upstream:
             raise refuse("spec-syntax", "schemas", f"{where} has more than one '<-'")
         if not name:
@@ -245,8 +246,14 @@ def parse_text(text: str) -> list[Schema]:
                     f"{where} has an invalid upstream {parent!r}",
                     "; separate them with ','",
                 )
-        schemas.append(Schema(name, parents))
+        schemas.append(Schema(name, parents, role=role))
     return schemas
+
+
+def role_of_entry(name: str) -> tuple[str, str]:
+    """'qc [analysis]' -> ('qc', 'analysis'); a name without brackets has no role."""
+    match = re.fullmatch(r"(.*?)\s*\[\s*([^\]]*?)\s*\]", name)
+    return (match[1], match[2]) if match else (name, "")
 
 
 def parse_mapping(mapping: dict) -> list[Schema]:
@@ -380,12 +387,23 @@ def dependency_order(schemas: list[Schema]) -> list[Schema]:
     return [by_name[name] for name in ordered]
 
 
+# The roles of the guide's schemas, whatever their place in the graph.
+KNOWN_ROLES = {
+    "subject": "acquisition",
+    "session": "acquisition",
+    "ephys": "acquisition",
+    "imaging": "acquisition",
+    "analysis": "analysis",
+}
+
+
 def with_default_roles(schemas: list[Schema]) -> list[Schema]:
-    """Roots acquire data, sinks analyse it, everything between processes it."""
+    """The guide's schemas keep their roles; otherwise roots acquire data, sinks analyse
+    it, everything between processes it."""
     has_downstream = {parent for schema in schemas for parent in schema.upstream}
     result = []
     for schema in schemas:
-        role = schema.role or (
+        role = schema.role or KNOWN_ROLES.get(schema.name) or (
             "acquisition"
             if not schema.upstream
             else "processing"

@@ -11,7 +11,18 @@ from pathlib import Path
 import datajoint as dj
 from datajoint.settings import find_config_file
 
-from . import access, activate, auto_tables, promotion, scaffold, schema_names, schema_prefix
+from . import (
+    MODULES,
+    access,
+    activate,
+    auto_tables,
+    promotion,
+    scaffold,
+    schema_names,
+    schema_prefix,
+    short_name,
+    tables,
+)
 from .utils import datajoint_logs_to_stderr
 
 
@@ -245,6 +256,7 @@ def add_schema(args: argparse.Namespace) -> int:
             tests_dir,
             args.name,
             upstream,
+            tables={short_name(m): [t.__name__ for t in tables(m)] for m in MODULES},
             blob="<blob@main>" if "main" in dj.config.stores else "<blob>",
             description=args.description,
             role=args.role,
@@ -254,7 +266,7 @@ def add_schema(args: argparse.Namespace) -> int:
         return 2
     for path in written:
         print(f"wrote {path}")
-    print("Listed in __init__.py and version.py; edit the new table, then run `declare`.")
+    print("Listed in pipeline/__init__.py and version.py; edit the new table, then `declare`.")
     return 0
 
 
