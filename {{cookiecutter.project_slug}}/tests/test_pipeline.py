@@ -4,12 +4,16 @@ These tests come from the project template and find the tables by themselves, so
 keep working when you replace the starter tables; test_<schema>.py files are yours.
 """
 
-import re
 from pathlib import Path
 
-import datajoint as dj
-
-from {{ cookiecutter.package_name }} import PIPELINE, SCHEMA_VERSIONS, schema_names, scaffold, tables
+from {{ cookiecutter.package_name }} import (
+    PIPELINE,
+    SCHEMA_VERSIONS,
+    scaffold,
+    schema_names,
+    tables,
+    with_parts,
+)
 
 PROJECT = Path(__file__).parents[1]
 
@@ -29,9 +33,7 @@ def foreign_key_schemas(module) -> set[str]:
     prefix = {name: short for short, name in schema_names().items()}
     parents = set()
     for table in tables(module):
-        for part in [table, *(getattr(table, name) for name in dir(table) if re.match("[A-Z]", name))]:
-            if not (isinstance(part, type) and issubclass(part, dj.Table)):
-                continue
+        for part in with_parts(table):
             for parent in part().parents(as_objects=False):
                 database = parent.replace("`", "").replace('"', "").split(".")[0]
                 if database in prefix:

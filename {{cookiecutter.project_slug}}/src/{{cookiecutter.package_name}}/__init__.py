@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import datajoint as dj
 from datajoint.expression import QueryExpression
@@ -57,18 +58,28 @@ def tables(module: ModuleType) -> list[type[dj.Table]]:
     ]
 
 
+def with_parts(table: type[dj.Table]) -> list[type[dj.Table]]:
+    """A table and its Part tables."""
+    parts = [getattr(table, name) for name in dir(table) if name[:1].isupper()]
+    return [table] + [
+        part for part in parts if isinstance(part, type) and issubclass(part, dj.Part)
+    ]
+
+
 def upstream_of(module: ModuleType) -> tuple[str, ...]:
     """The schema modules a module imports, itself or through one of their tables."""
     imported = {
         id(value if isinstance(value, ModuleType) else sys.modules.get(value.__module__))
         for value in vars(module).values()
-        if isinstance(value, ModuleType) or isinstance(value, type)
+        if isinstance(value, (ModuleType, type))
     }
-    return tuple(short_name(other) for other in MODULES if other is not module and id(other) in imported)
+    return tuple(
+        short_name(other) for other in MODULES if other is not module and id(other) in imported
+    )
 
 
 #: Each schema's upstream schemas, from the imports of its module: the dependency graph.
-PIPELINE: dict[str, tuple[str, ...]] = {short_name(module): upstream_of(module) for module in MODULES}
+PIPELINE = {short_name(module): upstream_of(module) for module in MODULES}
 
 
 def role_of(module: ModuleType) -> str:
@@ -138,7 +149,8 @@ def insert_sample_data(*, populate: bool = True) -> None:
     from .pipeline.sample_data import SAMPLE_DATA
 
     for step in SAMPLE_DATA:
-        for table, rows in step.items():
+        entries: dict[Any, Any] = step
+        for table, rows in entries.items():
             table.insert(rows() if callable(rows) else rows, skip_duplicates=True)
         if populate:
             for table in auto_tables():

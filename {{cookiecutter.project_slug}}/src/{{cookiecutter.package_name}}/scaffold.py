@@ -88,13 +88,13 @@ ROLE_SUMMARY = {
     "analysis": "analysis results",
 }
 
-HEAD = Template('''\
+HEAD = Template("""\
 $docstring
 
 $imports
 schema = dj.Schema()
 ROLE = "$role"  # acquisition, processing or analysis: decides who may write here
-''')
+""")
 
 ENTITY = Template('''
 
@@ -218,28 +218,27 @@ The project's framework tests (test_pipeline.py and the others) find the tables 
 themselves and keep working whatever the schema modules hold.
 """
 
-$imports
-from $package.pipeline import $name
+${imports}from $package.pipeline import $name
 ''')
 
-TEST_MANUAL = Template('''
+TEST_MANUAL = Template("""
 
 def test_${lower}_has_sample_rows(pipeline):
     assert len($name.$table()) == $rows
-''')
+""")
 
-TEST_IMPORTED = Template('''
+TEST_IMPORTED = Template("""
 
 def test_${lower}_channels(pipeline):
     recordings = $name.$table()
     assert len(recordings) > 0
-    for key in recordings.keys():
+    for key in recordings.proj().to_dicts():
         channels = ($name.$table.Channel & key).to_dicts()
         assert len(channels) == ($name.$device & key).fetch1("num_channels")
         assert all(np.isfinite(channel["signal"]).all() for channel in channels)
-''')
+""")
 
-TEST_COMPUTED = Template('''
+TEST_COMPUTED = Template("""
 
 def test_${lower}_values(pipeline):
     rows = $name.$table().to_dicts()
@@ -247,14 +246,14 @@ def test_${lower}_values(pipeline):
     for row in rows:
         assert np.isfinite(row["signal"]).all()
         assert row["peak"] == np.abs(row["signal"]).max()$correlation
-''')
+""")
 
-TEST_ADDED = Template('''
+TEST_ADDED = Template("""
 
 def test_${lower}_counts_its_inputs(pipeline):
     rows = $name.$table().to_dicts()
     assert all(row["input_rows"] > 0 for row in rows)
-''')
+""")
 
 CORRELATION_CHECK = """
         assert -1.0 <= row["correlation"] <= 1.0"""
@@ -401,7 +400,12 @@ def module_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], b
             device_key=key,
             device_word=re.sub(r"(?<!^)(?=[A-Z])", " ", lookup).lower(),
             device_words=re.sub(r"(?<!^)(?=[A-Z])", " ", lookup).lower() + "s",
-            contents=repr(contents).replace("'", '"'),
+            contents="[\n"
+            + "".join(
+                f'        {{"{key}": "{kind}", "num_channels": {channels}}},\n'
+                for kind, channels in contents
+            )
+            + "    ]",
         )
     inputs = [parent for parent in upstream if kinds[parent] in ("imported", "computed")]
     many = len(inputs) > 1
@@ -432,7 +436,7 @@ def test_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], pac
         "lower": name,
         "package": package,
         "rows": SAMPLE_ROWS,
-        "imports": "" if kind in ("entity", "event") else "import numpy as np\n",
+        "imports": "" if kind in ("entity", "event") else "import numpy as np\n\n",
     }
     head = TEST_HEAD.substitute(fields)
     if kind in ("entity", "event"):
@@ -595,20 +599,16 @@ def add_schema(
     empty = [parent for parent in upstream if not tables.get(parent)]
     if empty:
         raise ValueError(f"upstream schema(s) {', '.join(empty)} define no table to point to")
-    schema = {
-        "name": name,
-        "upstream": list(upstream),
-        "description": description,
-        "role": role or ("analysis" if upstream else "acquisition"),
-    }
+    role = role or ("analysis" if upstream else "acquisition")
+    schema = {"name": name, "upstream": list(upstream), "description": description, "role": role}
     table = table_class(name)
     if upstream:
         targets = [f"{parent}.{tables[parent][-1]}" for parent in upstream]
-        summary = description or f"The {name} schema: {ROLE_SUMMARY[schema['role']]}."
+        summary = description or f"The {name} schema: {ROLE_SUMMARY[role]}."
         module = HEAD.substitute(
             docstring=docstring(summary),
             imports=f"import datajoint as dj\n\n{import_statement(upstream)}\n",
-            role=schema["role"],
+            role=role,
         ) + ADDED.substitute(
             table=table,
             foreign_keys="\n".join(f"    -> {target}" for target in targets),
@@ -712,5 +712,5 @@ def refresh_diagrams(project: Path, pipeline: dict[str, tuple[str, ...]]) -> Non
 if __name__ == "__main__":  # python -m <package>.scaffold: redraw the diagrams from PIPELINE
     import importlib
 
-    package = importlib.import_module(__spec__.parent)  # type: ignore[name-defined]
-    refresh_diagrams(Path(package.__file__).resolve().parents[2], package.PIPELINE)
+    package = importlib.import_module(str(__spec__.parent))  # type: ignore[name-defined]
+    refresh_diagrams(Path(str(package.__file__)).resolve().parents[2], package.PIPELINE)

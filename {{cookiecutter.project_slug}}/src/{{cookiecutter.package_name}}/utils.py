@@ -22,7 +22,9 @@ def simulate_channels(source: str, key: dict, channels: int) -> tuple[float, lis
     rng = np.random.default_rng(zlib.crc32(f"{source} {sorted(key.items())}".encode()))
     time = np.arange(int(SAMPLING_RATE * DURATION)) / SAMPLING_RATE
     oscillation = np.sin(2 * np.pi * rng.uniform(4.0, 12.0) * time)
-    return SAMPLING_RATE, [oscillation + 0.5 * rng.standard_normal(time.size) for _ in range(channels)]
+    return SAMPLING_RATE, [
+        oscillation + 0.5 * rng.standard_normal(time.size) for _ in range(channels)
+    ]
 
 
 def mean_signal(rows: QueryExpression) -> np.ndarray:
