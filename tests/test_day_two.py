@@ -43,7 +43,7 @@ MODULES = {
             subject : varchar(16)
             ---
             -> Species
-            sex : enum("F", "M", "U")
+            sex : enum('F', 'M', 'U')
             date_of_birth : date
             info : json  # husbandry notes
             """
@@ -65,7 +65,7 @@ MODULES = {
             session_id : int32
             ---
             session_date : date
-            task : enum("rest", "reach")
+            task : enum('rest', 'reach')  # single quotes: MySQL keeps enum values in a comment
             """
 
 

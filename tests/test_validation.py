@@ -195,7 +195,7 @@ def test_yaml_spec_file_on_the_command_line(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    init = (tmp_path / "my-pipeline" / "src" / "workflow" / "__init__.py").read_text()
+    init = (tmp_path / "my-pipeline" / "src" / "workflow" / "pipeline" / "__init__.py").read_text()
     assert "MODULES = (raw, clean)" in init
 
 
