@@ -37,7 +37,7 @@ RULES = {
     "schema-name": "lowercase ASCII letters, digits and underscores, starting with a letter",
     "schema-keyword": "not a Python keyword: the name becomes a module",
     "schema-sql": "not an SQL reserved word of the chosen database backend",
-    "schema-module": "not the name of one of the package's own modules",
+    "schema-module": "not the name of one of the pipeline subpackage's own modules",
     "schema-length": "fits the backend's identifier limit (MySQL 64, PostgreSQL 63 characters) "
     "with the production prefix and 8 characters to spare for a development prefix",
     "spec-syntax": "entries 'name' or 'name <- upstream, ...' (optionally 'name [role] <- ...') "
@@ -69,10 +69,8 @@ RULES = {
 
 ROLES = ("acquisition", "processing", "analysis")
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*\Z")
-# Modules the generated package has besides the schema modules.
-PACKAGE_MODULES = frozenset(
-    {"access", "promotion", "sample_data", "scaffold", "utils", "version", "worker"}
-)
+# Modules the pipeline subpackage has besides the schema modules.
+PACKAGE_MODULES = frozenset({"sample_data", "version"})
 # What the generated package imports; a package of the same name would shadow it.
 DEPENDENCIES = frozenset(
     {

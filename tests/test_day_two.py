@@ -10,6 +10,7 @@ tests) must pass unchanged on MariaDB, PostgreSQL and the embedded database.
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -332,6 +333,18 @@ def day_two_project(cookies_session, project_env):
     )
     replace_pipeline(project)
     install(project_env, project)
+    # add-schema writes its module against the lab's tables, not the starter ones.
+    added = subprocess.run(
+        [str(project_env / "bin" / "python"), "-m", PACKAGE, "add-schema", "qc"]
+        + ["--upstream", "ephys,imaging", "--role", "analysis"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    qc = (project / "src" / PACKAGE / "pipeline" / "qc.py").read_text()
+    assert "-> ephys.Curation" in qc and "-> imaging.Scan" in qc
     return project
 
 

@@ -235,11 +235,49 @@ def test_structured_spec_in_a_config_file(tmp_path):
     assert result.returncode == 0, result.stderr
     project = tmp_path / "my-pipeline"
     assert module_order(project, "lab") == ["mouse", "scan", "stats"]
-    assert ast.get_docstring(ast.parse((project / "src/lab/pipeline/mouse.py").read_text())) == MOUSE_DOC
+    assert (
+        ast.get_docstring(ast.parse((project / "src/lab/pipeline/mouse.py").read_text()))
+        == MOUSE_DOC
+    )
     assert (
         ast.get_docstring(ast.parse((project / "src/lab/pipeline/stats.py").read_text()))
         == "Statistics across scans."
     )
+
+
+def test_mapping_spec_keeps_the_order_written(tmp_path):
+    """Ties in the dependency order follow the mapping's order, not the alphabet."""
+    config = tmp_path / "config.yaml"
+    schemas = {"zeta": None, "alpha": None, "mid": ["alpha", "zeta"], "beta": ["zeta"]}
+    config.write_text(yaml.safe_dump({"default_context": {"schemas": schemas}}, sort_keys=False))
+    result = cookiecutter_cli(
+        "--no-input", "--config-file", str(config), str(TEMPLATE), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert module_order(tmp_path / "my-pipeline", "workflow") == ["zeta", "alpha", "mid", "beta"]
+
+
+def test_add_schema_keeps_the_cruft_answers_in_step(tmp_path):
+    scaffold = load_module(
+        TEMPLATE
+        / "{{cookiecutter.project_slug}}"
+        / "src"
+        / "{{cookiecutter.package_name}}"
+        / "scaffold.py"
+    )
+    schema = {"name": "qc", "upstream": ["ephys"], "description": "", "role": "analysis"}
+    text = json.dumps({"context": {"cookiecutter": {"schemas": "subject; ephys <- subject"}}})
+    answers = json.loads(scaffold.with_cruft_schema(text, schema))
+    spec = answers["context"]["cookiecutter"]["schemas"]
+    assert spec == "subject; ephys <- subject; qc [analysis] <- ephys"
+    pre_gen = load_module(TEMPLATE / "hooks" / "pre_gen_project.py")
+    assert pre_gen.plan_pipeline(spec)[-1] == pre_gen.Schema("qc", ("ephys",), "", "analysis")
+    mapping = json.dumps({"context": {"cookiecutter": {"schemas": {"subject": None}}}})
+    answers = json.loads(scaffold.with_cruft_schema(mapping, {**schema, "upstream": ["subject"]}))
+    assert answers["context"]["cookiecutter"]["schemas"] == {
+        "subject": None,
+        "qc": {"upstream": ["subject"], "role": "analysis"},
+    }
 
 
 def test_spec_answered_at_the_prompt(tmp_path):

@@ -105,7 +105,7 @@ MORE_REFUSED = [
     ("schema-sql", {"schemas": "order"}),
     ("schema-sql", {"schemas": "user", "database_backend": "postgresql"}),
     ("schema-keyword", {"schemas": "lambda"}),
-    ("schema-module", {"schemas": "utils"}),
+    ("schema-module", {"schemas": "sample_data"}),
     ("schema-length", {"schemas": "b" * 45}),
     ("schema-length", {"schemas": "c" * 40, "schema_prefix": "a_rather_long_project_prefix_"}),
     ("spec-syntax", {"schemas": "a -> b"}),
