@@ -6,6 +6,9 @@ keep working when you replace the starter tables; test_<schema>.py files are you
 
 from pathlib import Path
 
+import datajoint as dj
+import pytest
+
 from {{ cookiecutter.package_name }} import (
     PIPELINE,
     SCHEMA_VERSIONS,
@@ -77,3 +80,17 @@ def test_every_auto_table_gets_rows_from_the_sample_data(pipeline):
 
 def test_schema_versions_cover_every_schema():
     assert list(SCHEMA_VERSIONS) == list(schema_names())
+
+
+def test_a_table_used_before_activate_names_the_call():
+    schema = dj.Schema()
+
+    @schema
+    class Unbound(dj.Manual):
+        definition = """
+        unbound_id : int32
+        """
+
+    message = r"call {{ cookiecutter.package_name }}\.activate\(\) first"
+    with pytest.raises(dj.DataJointError, match=message):
+        len(Unbound())

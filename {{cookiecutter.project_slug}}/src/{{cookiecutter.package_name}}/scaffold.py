@@ -42,7 +42,7 @@ KNOWN_TABLES = {
 # The devices of the guide's acquisition schemas: Lookup name, key attribute, contents.
 KNOWN_DEVICES = {
     "ephys": ("Probe", "probe_type", [("tetrode", 4), ("stereotrode", 2)]),
-    "imaging": ("Microscope", "microscope", [("two-photon", 3), ("widefield", 1)]),
+    "imaging": ("Microscope", "microscope", [("two-photon", 2)]),
 }
 # The guide acquires these from their own instruments, whatever is upstream.
 ACQUIRED = frozenset({"ephys", "imaging"})
@@ -65,7 +65,7 @@ def device(schema: str) -> tuple[str, str, list[tuple[str, int]]]:
     """The Lookup of devices of an acquiring schema: class, key attribute, contents."""
     if schema in KNOWN_DEVICES:
         return KNOWN_DEVICES[schema]
-    return f"{camel(schema)}Device", f"{schema}_device", [(f"{schema} a", 2), (f"{schema} b", 1)]
+    return f"{camel(schema)}Device", f"{schema}_device", [(f"{schema} rig", 2)]
 
 
 def escaped(text: str) -> str:
@@ -538,12 +538,18 @@ def replace_assignment(source: str, name: str, text: str) -> str:
     return "".join(lines)
 
 
+def natural(name: str) -> list[Any]:
+    """Sort key of ruff's isort: digits compare as numbers (s7 before s13)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def import_statement(names: list[str]) -> str:
     """`from . import ...` of these names as ruff formats it."""
-    line = f"from . import {', '.join(sorted(names))}"
+    names = sorted(names, key=natural)
+    line = f"from . import {', '.join(names)}"
     if len(line) <= 100:
         return line
-    return "from . import (\n" + "".join(f"    {name},\n" for name in sorted(names)) + ")"
+    return "from . import (\n" + "".join(f"    {name},\n" for name in names) + ")"
 
 
 def with_import(source: str, name: str) -> str:
