@@ -496,7 +496,11 @@ def write_pipeline(
         ),
         encoding="utf-8",
     )
-    refresh_diagrams(project, {schema["name"]: tuple(schema["upstream"]) for schema in plan})
+    # Upstream schemas in dependency order, as the package derives PIPELINE from the imports.
+    refresh_diagrams(
+        project,
+        {s["name"]: tuple(n for n in names if n in s["upstream"]) for s in plan},
+    )
     (source / "version.py").write_text(
         VERSION.substitute(
             version=FIRST_VERSION,
@@ -651,7 +655,7 @@ def add_schema(
         sample = sample.replace(marker, marker + entry, 1)
         updated[paths["sample"]] = with_import(sample, name)
     project = tests_dir.parent
-    graph = {**dict(tables_graph(project, modules)), name: tuple(upstream)}
+    graph = {**tables_graph(project, modules), name: tuple(m for m in modules if m in upstream)}
     for document in (project / "README.md", project / "docs" / "pipeline.md"):
         if document.is_file():
             updated[document] = with_diagram(document.read_text(encoding="utf-8"), graph)
