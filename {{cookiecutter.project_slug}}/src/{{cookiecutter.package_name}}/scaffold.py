@@ -453,7 +453,10 @@ def sample_entries(plan: list[dict], tables: dict[str, str], kinds: dict[str, st
     for schema in plan:
         name, upstream = schema["name"], schema["upstream"]
         if kinds[name] == "entity":
-            rows = [f'{{"{name}_id": {i}, "{name}_name": "{name} {i}"}}' for i in range(1, 4)]
+            rows = [
+                f'{{"{name}_id": {i}, "{name}_name": "{name} {i}"}}'
+                for i in range(1, SAMPLE_ROWS + 1)
+            ]
         elif kinds[name] == "event":
             keys = "".join(f'"{parent}_id": {{i}}, ' for parent in upstream)
             rows = [
@@ -668,20 +671,14 @@ def add_schema(
 
 
 def tables_graph(project: Path, modules: list[str]) -> dict[str, tuple[str, ...]]:
-    """The current schema graph, read from the modules' `from . import` lines."""
+    """The current schema graph, read from the modules' relative imports."""
     graph = {}
     for module in modules:
         path = next(project.glob(f"src/*/{PIPELINE_PACKAGE}/{module}.py"))
-        imported = {
-            alias.name
-            for node in ast.parse(path.read_text(encoding="utf-8")).body
-            if isinstance(node, ast.ImportFrom) and node.level == 1
-            for alias in node.names
-        } | {
-            node.module
-            for node in ast.parse(path.read_text(encoding="utf-8")).body
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
-        }
+        imported = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module} if node.module else {a.name for a in node.names}
         graph[module] = tuple(other for other in modules if other in imported)
     return graph
 
