@@ -26,7 +26,8 @@ SETUP = """
 import datajoint as dj
 dj.config["safemode"] = False
 import acl
-from acl import __main__ as cli, analysis, subject
+from acl import __main__ as cli
+from acl.pipeline import analysis, subject
 assert cli.main(["declare"]) == 0
 keys = [base + i for base in (1000, 2000, 3000, 4000) for i in range(5)]
 subject.Subject.insert([(k, f"s{k}") for k in keys if k >= 2000])
@@ -42,7 +43,7 @@ import json, sys
 import datajoint as dj
 dj.config["safemode"] = False
 import acl
-from acl import analysis, session, subject
+from acl.pipeline import analysis, session, subject
 I, prefix, other, grantee = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 conn = dj.conn()
 results = {}
@@ -149,7 +150,13 @@ def expected(cell: str, backend: str) -> bool:
 @pytest.fixture(scope="module")
 def acl_project(cookies_session, project_env):
     result = cookies_session.bake(
-        extra_context={"package_name": PACKAGE, "project_name": "ACL", "object_store": "none"}
+        extra_context={
+            "package_name": PACKAGE,
+            "project_name": "ACL",
+            "object_store": "none",
+            # An acquisition, a processing (Imported: populated) and an analysis schema.
+            "schemas": "subject; session [processing] <- subject; analysis <- session",
+        }
     )
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
