@@ -169,5 +169,5 @@ def test_adding_a_schema_by_re_rendering(project):
     assert result.returncode == 0, result.stdout + result.stderr
     package = project / "src" / "workflow" / "pipeline"
     assert (package / "behavior.py").is_file()
-    assert module_order(project, "workflow")[-1] == "behavior"
+    assert "behavior" in module_order(project, "workflow")
     assert '"behavior": "0.1.0"' in (package / "version.py").read_text()
