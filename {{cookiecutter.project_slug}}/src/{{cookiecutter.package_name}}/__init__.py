@@ -1,4 +1,4 @@
-"""{{ (cookiecutter.project_name | tojson)[1:-1] | replace('"""', '\\"\\"\\"') }}: DataJoint pipeline package.
+"""{{ (cookiecutter.project_name | tojson)[1:-1] }}: DataJoint pipeline package.
 
 The pipeline itself (the schema modules, sample data and schema versions) is the
 lab's and lives in the `pipeline` subpackage. This module comes from the project
