@@ -179,6 +179,8 @@ else:
         def __init__(self, environment) -> None:
             super().__init__(environment)
             environment.filters["slugify"] = slugify
+            # As local_extensions.KeepKeyOrder does for cookiecutter: tojson keeps key order.
+            environment.policies["json.dumps_kwargs"] = {"sort_keys": False}
             # tojson and to_nice_yaml sort mapping keys: the spec's order would be lost.
             environment.filters["task_context"] = task_context
             environment.filters["yaml_in_order"] = yaml_in_order

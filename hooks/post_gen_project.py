@@ -26,7 +26,7 @@ def load_scaffold(package: str):
 
 
 def write_schema_modules(context: dict) -> None:
-    """One module and one test per schema, plus the files that list them."""
+    """One module and one test per schema, plus the pipeline files that list them."""
     plan = json.loads(PLAN_FILE.read_text(encoding="utf-8"))
     PLAN_FILE.unlink()
     package = context["package_name"]
@@ -34,9 +34,6 @@ def write_schema_modules(context: dict) -> None:
         Path.cwd(),
         package,
         plan,
-        title=context["project_name"],
-        prefix=context["schema_prefix"],
-        prefix_variable=context["__prefix_variable"],
         blob=context["__blob"],
     )
 

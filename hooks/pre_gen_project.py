@@ -71,8 +71,8 @@ RULES = {
     "tests import, or a Python builtin",
     "schema-length": "fits the backend's identifier limit (MySQL 64, PostgreSQL 63 characters) "
     "with the production prefix and 8 characters to spare for a development prefix",
-    "spec-syntax": "entries 'name' or 'name <- upstream, ...' separated by ';' or line breaks "
-    "(or given as a list), or a mapping of names",
+    "spec-syntax": "entries 'name' or 'name <- upstream, ...' (optionally 'name [role] <- ...') "
+    "separated by ';' or line breaks (or given as a list), or a mapping of names",
     "spec-file": f"a spec given as a path names a regular UTF-8 YAML file of at most "
     f"{SPEC_FILE_LIMIT // 1024} KB, without anchors or aliases, holding the mapping or the text",
     "spec-empty": "at least one schema",
@@ -271,16 +271,8 @@ def probe_scaffold(scaffold: Path) -> tuple[set[str], set[str]]:
         root = Path(folder)
         (root / "src" / "zzpkg").mkdir(parents=True)
         (root / "tests").mkdir()
-        module.write_pipeline(
-            root,
-            "zzpkg",
-            PROBE_PLAN,
-            title="zz",
-            prefix="zz_",
-            prefix_variable="ZZ_SCHEMA_PREFIX",
-            blob="<blob@main>",
-        )
-        written = {path.stem for path in (root / "src" / "zzpkg").glob("*.py")} - probe
+        module.write_pipeline(root, "zzpkg", PROBE_PLAN, blob="<blob@main>")
+        written = {path.stem for path in (root / "src" / "zzpkg").rglob("*.py")} - probe
         code = set()
         for path in root.rglob("*.py"):
             code |= names_in(ast.parse(path.read_text(encoding="utf-8")))
@@ -332,7 +324,12 @@ def template_names(template: Path | None) -> TemplateNames:
         if (match := re.search(r"(\w+)\.py\b", path.name))
     }
     return TemplateNames(
-        modules=frozenset({path.stem for path in package.glob("*.py")} | written),
+        # The package's modules and subpackages, the pipeline's own modules among them.
+        modules=frozenset(
+            {path.stem for path in package.rglob("*.py") if path.stem != "__init__"}
+            | {path.name for path in package.iterdir() if path.is_dir()}
+            | written
+        ),
         tests=frozenset(test_modules),
         folders=frozenset(path.name for path in project.iterdir() if path.is_dir()),
         code=frozenset(code),
@@ -649,6 +646,7 @@ def parse_text(text: str) -> list[Schema]:
                 "spec-syntax", "schemas", f"{where} uses '->'", "; write 'downstream <- upstream'"
             )
         name, arrow, upstream = (part.strip() for part in entry.partition("<-"))
+        name, role = role_of_entry(name)
         if "<-" in upstream:
             raise refuse("spec-syntax", "schemas", f"{where} has more than one '<-'")
         if not name:
@@ -670,8 +668,14 @@ def parse_text(text: str) -> list[Schema]:
                     f"{where} has an invalid upstream {shown(parent)}",
                     "; separate them with ','",
                 )
-        schemas.append(Schema(name, parents))
+        schemas.append(Schema(name, parents, role=role))
     return schemas
+
+
+def role_of_entry(name: str) -> tuple[str, str]:
+    """'qc [analysis]' -> ('qc', 'analysis'); a name without brackets has no role."""
+    match = re.fullmatch(r"(.*?)\s*\[\s*([^\]]*?)\s*\]", name)
+    return (match[1], match[2]) if match else (name, "")
 
 
 def parse_mapping(mapping: dict) -> list[Schema]:
@@ -854,12 +858,23 @@ def dependency_order(schemas: list[Schema]) -> list[Schema]:
     return [by_name[name] for name in ordered]
 
 
+# The roles of the guide's schemas, whatever their place in the graph.
+KNOWN_ROLES = {
+    "subject": "acquisition",
+    "session": "acquisition",
+    "ephys": "acquisition",
+    "imaging": "acquisition",
+    "analysis": "analysis",
+}
+
+
 def with_default_roles(schemas: list[Schema]) -> list[Schema]:
-    """Roots acquire data, sinks analyse it, everything between processes it."""
+    """The guide's schemas keep their roles; otherwise roots acquire data, sinks analyse
+    it, everything between processes it."""
     has_downstream = {parent for schema in schemas for parent in schema.upstream}
     result = []
     for schema in schemas:
-        role = schema.role or (
+        role = schema.role or KNOWN_ROLES.get(schema.name) or (
             "acquisition"
             if not schema.upstream
             else "processing"

@@ -33,7 +33,8 @@ import json, sys
 import datajoint as dj
 dj.config["safemode"] = False
 import acl
-from acl import __main__ as cli, analysis, session, subject
+from acl import __main__ as cli
+from acl.pipeline import analysis, session, subject
 assert cli.main(["declare"]) == 0
 if sys.argv[1] == "full":
     keys = [base + i for base in (1000, 2000, 3000, 4000) for i in range(5)]
@@ -52,7 +53,7 @@ print(json.dumps(acl.access.role_table(acl.access.load_policy())))
 LATE = """
 import datajoint as dj
 import acl
-from acl import analysis
+from acl.pipeline import analysis
 acl.activate()
 analysis.schema(type("Late1", (dj.Manual,), {"definition": "late_id : int32"}))
 """
@@ -62,7 +63,8 @@ import json, os, subprocess, sys
 import datajoint as dj
 dj.config["safemode"] = False
 import acl
-from acl import __main__ as cli, analysis, session, subject
+from acl import __main__ as cli
+from acl.pipeline import analysis, session, subject
 I, prefix, other, newcomer = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 conn = dj.conn()
 results = {}
@@ -223,7 +225,13 @@ def expected(cell: str, backend: str) -> bool:
 @pytest.fixture(scope="module")
 def acl_project(cookies_session, project_env):
     result = cookies_session.bake(
-        extra_context={"package_name": PACKAGE, "project_name": "ACL", "object_store": "none"}
+        extra_context={
+            "package_name": PACKAGE,
+            "project_name": "ACL",
+            "object_store": "none",
+            # An acquisition, a processing (Imported: populated) and an analysis schema.
+            "schemas": "subject; session [processing] <- subject; analysis <- session",
+        }
     )
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)

@@ -53,14 +53,31 @@ def test_order_puts_upstream_first_and_keeps_the_users_order_otherwise(pre_gen):
 
 
 def test_default_roles(pre_gen):
-    roles = {s.name: s.role for s in pre_gen.plan_pipeline(DEFAULT)}
+    """The guide's schemas keep the guide's roles; others follow their place in the graph."""
+    roles = {s.name: s.role for s in pre_gen.plan_pipeline(DEFAULT + "; report <- analysis")}
     assert roles == {
         "subject": "acquisition",
-        "session": "processing",
-        "ephys": "processing",
-        "imaging": "processing",
+        "session": "acquisition",
+        "ephys": "acquisition",
+        "imaging": "acquisition",
         "analysis": "analysis",
+        "report": "analysis",
     }
+    roles = {s.name: s.role for s in pre_gen.plan_pipeline("raw; clean <- raw; stats <- clean")}
+    assert roles == {"raw": "acquisition", "clean": "processing", "stats": "analysis"}
+
+
+def test_text_form_states_roles(pre_gen):
+    schemas = pre_gen.plan_pipeline("raw; qc [analysis] <- raw; clean [ acquisition ] <- qc, raw")
+    assert [(s.name, s.upstream, s.role) for s in schemas] == [
+        ("raw", (), "acquisition"),
+        ("qc", ("raw",), "analysis"),
+        ("clean", ("qc", "raw"), "acquisition"),
+    ]
+    with pytest.raises(pre_gen.InputError, match="role 'boss' of 'qc' is unknown"):
+        pre_gen.plan_pipeline("raw; qc [boss] <- raw")
+    with pytest.raises(pre_gen.InputError, match="does not start with one schema name"):
+        pre_gen.plan_pipeline("raw; qc [analysis <- raw")
 
 
 def test_large_pipeline_orders_every_edge(pre_gen):

@@ -32,7 +32,7 @@ def bake(cookies, **context):
 
 def imported_upstream(project: Path, package: str, schema: str) -> set[str]:
     """Modules a schema module imports with `from . import ...`."""
-    tree = ast.parse((project / "src" / package / f"{schema}.py").read_text())
+    tree = ast.parse((project / "src" / package / "pipeline" / f"{schema}.py").read_text())
     return {
         alias.name
         for node in tree.body
@@ -43,7 +43,7 @@ def imported_upstream(project: Path, package: str, schema: str) -> set[str]:
 
 def foreign_key_modules(project: Path, package: str, schema: str) -> set[str]:
     """Modules the table definitions of a schema module point to (`-> module.Table`)."""
-    source = (project / "src" / package / f"{schema}.py").read_text()
+    source = (project / "src" / package / "pipeline" / f"{schema}.py").read_text()
     return set(re.findall(r"^\s*->\s*(\w+)\.\w+", source, flags=re.MULTILINE))
 
 
@@ -72,7 +72,7 @@ def cookiecutter_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_default_project(cookies):
     project = bake(cookies)
     assert project.name == "my-pipeline"
-    package = project / "src" / "workflow"
+    package = project / "src" / "workflow" / "pipeline"
     for path in [
         "datajoint.json",
         ".secrets/README.md",
@@ -85,8 +85,8 @@ def test_default_project(cookies):
         "notebooks/02-analysis.ipynb",
         "tests/conftest.py",
         "tests/test_pipeline.py",
-        "src/workflow/version.py",
-        "src/workflow/sample_data.py",
+        "src/workflow/pipeline/version.py",
+        "src/workflow/pipeline/sample_data.py",
     ]:
         assert (project / path).is_file(), path
     assert module_order(project, "workflow") == DEFAULT_ORDER
@@ -99,20 +99,27 @@ def test_default_project(cookies):
 
 
 def test_generated_tables_follow_the_guide(cookies):
-    package = bake(cookies) / "src" / "workflow"
+    package = bake(cookies) / "src" / "workflow" / "pipeline"
     assert "class Subject(dj.Manual)" in (package / "subject.py").read_text()
-    assert "class Session(dj.Imported)" in (package / "session.py").read_text()
-    assert "class Recording(dj.Imported)" in (package / "ephys.py").read_text()
+    session = (package / "session.py").read_text()
+    assert "class Session(dj.Manual)" in session
+    assert "session_id : int32" in session and "session_date : date" in session
+    ephys = (package / "ephys.py").read_text()
+    assert "class Probe(dj.Lookup)" in ephys and "contents = [" in ephys
+    assert "class Recording(dj.Imported)" in ephys and "    -> Probe\n" in ephys
+    assert "class Channel(dj.Part)" in ephys
+    assert 'ROLE = "acquisition"' in ephys
     analysis = (package / "analysis.py").read_text()
     assert "class MultiModalAnalysis(dj.Computed)" in analysis
     assert "correlation : float64" in analysis
     assert "signal : <blob@main>" in analysis
+    assert 'ROLE = "analysis"' in analysis
     assert "schema = dj.Schema()" in analysis  # activated later, so it imports without a database
 
 
 def test_schema_versions_and_configuration(cookies):
     project = bake(cookies, database_backend="postgresql", database_host="db.example.org")
-    version = ast.parse((project / "src" / "workflow" / "version.py").read_text())
+    version = ast.parse((project / "src" / "workflow" / "pipeline" / "version.py").read_text())
     versions = next(
         node.value
         for node in version.body
@@ -169,7 +176,7 @@ def test_option_combinations(cookies, options):
     config = json.loads((project / "datajoint.json").read_text())
     if options["object_store"] == "none":
         assert "stores" not in config
-        assert "<blob>" in (project / "src" / "workflow" / "session.py").read_text()
+        assert "<blob>" in (project / "src" / "workflow" / "pipeline" / "ephys.py").read_text()
     else:
         assert config["stores"]["default"] == "main"
         assert config["stores"]["main"]["protocol"] == options["object_store"]
@@ -227,11 +234,49 @@ def test_structured_spec_in_a_config_file(tmp_path):
     assert result.returncode == 0, result.stderr
     project = tmp_path / "my-pipeline"
     assert module_order(project, "lab") == ["mouse", "scan", "stats"]
-    assert ast.get_docstring(ast.parse((project / "src/lab/mouse.py").read_text())) == MOUSE_DOC
     assert (
-        ast.get_docstring(ast.parse((project / "src/lab/stats.py").read_text()))
+        ast.get_docstring(ast.parse((project / "src/lab/pipeline/mouse.py").read_text()))
+        == MOUSE_DOC
+    )
+    assert (
+        ast.get_docstring(ast.parse((project / "src/lab/pipeline/stats.py").read_text()))
         == "Statistics across scans."
     )
+
+
+def test_mapping_spec_keeps_the_order_written(tmp_path):
+    """Ties in the dependency order follow the mapping's order, not the alphabet."""
+    config = tmp_path / "config.yaml"
+    schemas = {"zeta": None, "alpha": None, "mid": ["alpha", "zeta"], "beta": ["zeta"]}
+    config.write_text(yaml.safe_dump({"default_context": {"schemas": schemas}}, sort_keys=False))
+    result = cookiecutter_cli(
+        "--no-input", "--config-file", str(config), str(TEMPLATE), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert module_order(tmp_path / "my-pipeline", "workflow") == ["zeta", "alpha", "mid", "beta"]
+
+
+def test_add_schema_keeps_the_cruft_answers_in_step(tmp_path):
+    scaffold = load_module(
+        TEMPLATE
+        / "{{cookiecutter.project_slug}}"
+        / "src"
+        / "{{cookiecutter.package_name}}"
+        / "scaffold.py"
+    )
+    schema = {"name": "qc", "upstream": ["ephys"], "description": "", "role": "analysis"}
+    text = json.dumps({"context": {"cookiecutter": {"schemas": "subject; ephys <- subject"}}})
+    answers = json.loads(scaffold.with_cruft_schema(text, schema))
+    spec = answers["context"]["cookiecutter"]["schemas"]
+    assert spec == "subject; ephys <- subject; qc [analysis] <- ephys"
+    pre_gen = load_module(TEMPLATE / "hooks" / "pre_gen_project.py")
+    assert pre_gen.plan_pipeline(spec)[-1] == pre_gen.Schema("qc", ("ephys",), "", "analysis")
+    mapping = json.dumps({"context": {"cookiecutter": {"schemas": {"subject": None}}}})
+    answers = json.loads(scaffold.with_cruft_schema(mapping, {**schema, "upstream": ["subject"]}))
+    assert answers["context"]["cookiecutter"]["schemas"] == {
+        "subject": None,
+        "qc": {"upstream": ["subject"], "role": "analysis"},
+    }
 
 
 def test_spec_answered_at_the_prompt(tmp_path):
@@ -323,24 +368,34 @@ def test_readme_shows_the_pipeline_diagram(cookies):
 def test_add_schema_appends_one_module_in_dependency_order(cookies):
     project = bake(cookies, schemas="b; a; end <- a, b")
     scaffold = load_module(project / "src" / "workflow" / "scaffold.py")
-    before = {path: path.read_text() for path in (project / "src" / "workflow").glob("[a-z]*.py")}
-    scaffold.add_schema(
-        project / "src" / "workflow", project / "tests", "extra", ["end", "a"], blob="<blob@main>"
-    )
-    scaffold.add_schema(
-        project / "src" / "workflow", project / "tests", "rig", [], blob="<blob@main>"
-    )
+    pipeline = project / "src" / "workflow" / "pipeline"
+    before = {path: path.read_text() for path in pipeline.glob("[a-z]*.py")}
+    tables = {"a": ["A"], "b": ["B"], "end": ["End"]}  # what the CLI reads from the package
+
+    def add(name, upstream):
+        scaffold.add_schema(
+            project / "src" / "workflow",
+            project / "tests",
+            name,
+            upstream,
+            tables=tables,
+            blob="<blob@main>",
+        )
+
+    add("extra", ["end", "a"])
+    add("rig", [])
     assert module_order(project, "workflow") == ["b", "a", "end", "extra", "rig"]
     assert imported_upstream(project, "workflow", "extra") == {"end", "a"}
+    assert foreign_key_modules(project, "workflow", "extra") == {"end", "a"}
     for path, text in before.items():  # existing schema modules are untouched
         if path.stem in {"a", "b", "end"}:
             assert path.read_text() == text
-    assert "rig.Rig" in (project / "src" / "workflow" / "sample_data.py").read_text()
+    assert "rig.Rig" in (pipeline / "sample_data.py").read_text()
     assert '    end_["end"] --> extra' in (project / "README.md").read_text()
     with pytest.raises(ValueError, match="unknown upstream"):
-        scaffold.add_schema(project / "src" / "workflow", project / "tests", "x", ["nope"], blob="")
+        add("x", ["nope"])
     with pytest.raises(ValueError, match="exists already"):
-        scaffold.add_schema(project / "src" / "workflow", project / "tests", "rig", [], blob="")
+        add("rig", [])
     assert_ruff_clean(project, "check")
     assert_ruff_clean(project, "format", "--check")
 

@@ -131,7 +131,7 @@ MORE_REFUSED = [
     ("schema-sql", {"schemas": "order"}),
     ("schema-sql", {"schemas": "user", "database_backend": "postgresql"}),
     ("schema-keyword", {"schemas": "lambda"}),
-    ("schema-module", {"schemas": "utils"}),
+    ("schema-module", {"schemas": "sample_data"}),
     ("schema-length", {"schemas": "b" * 45}),
     ("schema-length", {"schemas": "c" * 40, "schema_prefix": "a_rather_long_project_prefix_"}),
     ("spec-syntax", {"schemas": "a -> b"}),
@@ -221,7 +221,7 @@ def test_yaml_spec_file_on_the_command_line(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    init = (tmp_path / "my-pipeline" / "src" / "workflow" / "__init__.py").read_text()
+    init = (tmp_path / "my-pipeline" / "src" / "workflow" / "pipeline" / "__init__.py").read_text()
     assert "MODULES = (raw, clean)" in init
 
 

@@ -70,7 +70,7 @@ def worker_project(cookies_session, project_env):
         cwd=project,
         check=True,
     )
-    (project / "src" / PACKAGE / "work.py").write_text(WORK_MODULE)
+    (project / "src" / PACKAGE / "pipeline" / "work.py").write_text(WORK_MODULE)
     return project
 
 
@@ -101,7 +101,7 @@ def pipeline_env(request, worker_project, project_env, tmp_path):
         )  # DataJoint greets first
 
     run_python(
-        f"import {PACKAGE}; from {PACKAGE} import subject; {PACKAGE}.activate(); "
+        f"import {PACKAGE}; from {PACKAGE}.pipeline import subject; {PACKAGE}.activate(); "
         f"subject.Subject.insert([(i, f's{{i}}') for i in range(1, {KEYS + 1})]); "
         f"from {PACKAGE} import work; work.Work.jobs.refresh()"
     )
@@ -132,7 +132,7 @@ def start_worker(setup, *args: str, **env: str) -> subprocess.Popen:
 def state(setup) -> dict:
     """The Work table's job counts and the keys made so far (one process start)."""
     code = (
-        f"import json, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.work import Work; "
+        f"import json, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.pipeline.work import Work; "
         "print(json.dumps({'jobs': Work.jobs.progress(), "
         "'made': sorted(r['subject_id'] for r in Work().to_dicts())}))"
     )

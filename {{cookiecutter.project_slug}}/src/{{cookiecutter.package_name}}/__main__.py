@@ -14,6 +14,7 @@ import datajoint as dj
 from datajoint.settings import find_config_file
 
 from . import (
+    MODULES,
     access,
     activate,
     auto_tables,
@@ -25,6 +26,8 @@ from . import (
     scaffold,
     schema_names,
     schema_prefix,
+    short_name,
+    tables,
 )
 from .utils import datajoint_logs_to_stderr
 
@@ -316,6 +319,7 @@ def add_schema(args: argparse.Namespace) -> int:
             tests_dir,
             args.name,
             upstream,
+            tables={short_name(m): [t.__name__ for t in tables(m)] for m in MODULES},
             blob="<blob@main>" if "main" in dj.config.stores else "<blob>",
             description=args.description,
             role=args.role,
@@ -325,7 +329,7 @@ def add_schema(args: argparse.Namespace) -> int:
         return 2
     for path in written:
         print(f"wrote {path}")
-    print("Listed in __init__.py and version.py; edit the new table, then run `declare`.")
+    print("Listed in pipeline/__init__.py and version.py; edit the new table, then `declare`.")
     return 0
 
 

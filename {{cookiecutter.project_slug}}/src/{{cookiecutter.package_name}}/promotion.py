@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import datajoint as dj
 
 from . import MODULES, schema_prefix, short_name
-from .version import SCHEMA_VERSIONS
+from .pipeline.version import SCHEMA_VERSIONS
 
 versions_schema = dj.Schema()
 

@@ -1,18 +1,21 @@
-{% raw %}"""Write the schema modules of the pipeline.
+{% raw %}"""Write the schema modules of the pipeline (the template's module writer).
 
-The project template runs write_pipeline once, when the project is generated,
-with the pipeline it was given: one module per schema, each importing its
-upstream modules and declaring a starter table whose foreign keys point at
-theirs. Later, `python -m <package> add-schema` runs add_schema to append one
-more module without touching the existing ones. Starter tables are deliberately
-small and runnable; replace them with your own.
+The project template runs write_pipeline once, when the project is generated:
+one module per schema in the `pipeline` subpackage, each importing its upstream
+modules and declaring starter tables whose foreign keys point at theirs, plus
+the sample data, the schema versions and one test per schema. Later,
+`python -m <package> add-schema` runs add_schema to append one more module,
+written against the tables the pipeline has by then. Starter tables are small
+and runnable; replace them with your own.
 
-Shapes:
-- a root schema (no upstream) gets a Manual table of entities entered by hand;
-- a schema whose upstream schemas are all roots (and the guide's ephys and
-  imaging) gets an Imported table that acquires a raw signal per key (simulated
-  until you read your own files);
-- any other schema gets a Computed table that combines the upstream signals.
+A schema's role and place in the graph decide its tables:
+- a schema with no upstream schema gets a Manual table of entries made by hand;
+- an acquisition schema fed only by such schemas gets a Manual table of events
+  with their own id and date (the guide's session);
+- a schema with nothing computed upstream to work on (and the guide's ephys and
+  imaging) acquires data: a Lookup of devices with `contents`, and an Imported
+  table with a Part table of channels (simulated until you read your files);
+- every other schema gets a Computed table that combines the upstream signals.
 
 Only the standard library is used, so this runs before anything is installed.
 """
@@ -20,6 +23,7 @@ Only the standard library is used, so this runs before anything is installed.
 from __future__ import annotations
 
 import ast
+import json
 import keyword
 import re
 import textwrap
@@ -35,17 +39,34 @@ KNOWN_TABLES = {
     "imaging": "Scan",
     "analysis": "MultiModalAnalysis",
 }
+# The devices of the guide's acquisition schemas: Lookup name, key attribute, contents.
+KNOWN_DEVICES = {
+    "ephys": ("Probe", "probe_type", [("tetrode", 4), ("stereotrode", 2)]),
+    "imaging": ("Microscope", "microscope", [("two-photon", 2)]),
+}
 # The guide acquires these from their own instruments, whatever is upstream.
 ACQUIRED = frozenset({"ephys", "imaging"})
 SAMPLE_ROWS = 3
 FIRST_VERSION = "0.1.0"
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*\Z")
 LINE_LENGTH = 100  # ruff's line-length in pyproject.toml: the modules are written as it formats
+PIPELINE_PACKAGE = "pipeline"  # the lab's subpackage: schema modules, sample data, versions
+
+
+def camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
 
 
 def table_class(schema: str) -> str:
     """Name of the starter table of a schema."""
-    return KNOWN_TABLES.get(schema) or "".join(part.capitalize() for part in schema.split("_"))
+    return KNOWN_TABLES.get(schema) or camel(schema)
+
+
+def device(schema: str) -> tuple[str, str, list[tuple[str, int]]]:
+    """The Lookup of devices of an acquiring schema: class, key attribute, contents."""
+    if schema in KNOWN_DEVICES:
+        return KNOWN_DEVICES[schema]
+    return f"{camel(schema)}Device", f"{schema}_device", [(f"{schema} rig", 2)]
 
 
 def escaped(text: str) -> str:
@@ -69,17 +90,19 @@ ROLE_SUMMARY = {
     "analysis": "analysis results",
 }
 
-ROOT = Template('''\
+HEAD = Template("""\
 $docstring
 
-import datajoint as dj
-
+$imports
 schema = dj.Schema()
+ROLE = "$role"  # acquisition, processing or analysis: decides who may write here
+""")
 
+ENTITY = Template('''
 
 @schema
 class $table(dj.Manual):
-    """One $name entry, entered by hand or from another lab system."""
+    """One $name, entered by hand or from another lab system."""
 
     definition = """
     ${name}_id : int32
@@ -88,20 +111,37 @@ class $table(dj.Manual):
     """
 ''')
 
-IMPORTED = Template('''\
-$docstring
+EVENT = Template('''
 
-import datajoint as dj
+@schema
+class $table(dj.Manual):
+    """One $name of an upstream entry, entered by hand when it happens."""
 
-$imports
-from .utils import simulate_signal
+    definition = """
+$foreign_keys
+    ${name}_id : int32  # numbered per upstream entry
+    ---
+    ${name}_date : date
+    """
+''')
 
-schema = dj.Schema()
+IMPORTED = Template('''
+
+@schema
+class $device(dj.Lookup):
+    """The kinds of $device_words the lab acquires data with; add a row for a new one."""
+
+    definition = """
+    $device_key : varchar(32)
+    ---
+    num_channels : int32
+    """
+    contents = $contents
 
 
 @schema
 class $table(dj.Imported):
-    """Raw signal acquired for each upstream entry.
+    """The channels acquired for each upstream entry with each kind of $device_word.
 
     The starter make() simulates the acquisition; replace it with code that reads
     your instrument's files for the key.
@@ -109,27 +149,32 @@ class $table(dj.Imported):
 
     definition = """
 $foreign_keys
+    -> $device
     ---
     sampling_rate : float64  # samples per second
-    signal : $blob  # raw samples
     """
 
+    class Channel(dj.Part):
+        """One channel of the acquisition."""
+
+        definition = """
+        -> master
+        channel : int32
+        ---
+        signal : $blob  # raw samples
+        """
+
     def make(self, key):
-        """Acquire the signal of one key."""
-        sampling_rate, signal = simulate_signal(self.table_name, key)
-        self.insert1({**key, "sampling_rate": sampling_rate, "signal": signal})
+        """Acquire every channel of one key."""
+        num_channels = ($device & key).fetch1("num_channels")
+        sampling_rate, signals = simulate_channels(self.table_name, key, num_channels)
+        self.insert1({**key, "sampling_rate": sampling_rate})
+        self.Channel.insert(
+            [{**key, "channel": number, "signal": signal} for number, signal in enumerate(signals)]
+        )
 ''')
 
-COMPUTED = Template('''\
-$docstring
-
-import datajoint as dj
-
-$imports
-from .utils import combine_signals
-
-schema = dj.Schema()
-
+COMPUTED = Template('''
 
 @schema
 class $table(dj.Computed):
@@ -150,168 +195,82 @@ $inputs
         self.insert1({**key, **combine_signals(inputs)})
 ''')
 
-TEST_ROOT = Template('''\
-"""The $name schema holds the sample rows the tests entered."""
+ADDED = Template('''
 
-from $package import $name
+@schema
+class $table(dj.Computed):
+    """One result per combination of the upstream entries; replace with your computation."""
 
+    definition = """
+$foreign_keys
+    ---
+    input_rows : int32  # upstream rows of this key
+    """
 
-def test_${name}_has_sample_rows(pipeline):
+    def make(self, key):
+        """Count the upstream rows of one key (a placeholder computation)."""
+        upstream = [$upstream_tables]
+        self.insert1({**key, "input_rows": sum(len(table & key) for table in upstream)})
+''')
+
+TEST_HEAD = Template('''\
+"""Tests of the starter tables of $name: the lab's to edit or delete with the tables.
+
+The project's framework tests (test_pipeline.py and the others) find the tables by
+themselves and keep working whatever the schema modules hold.
+"""
+
+${imports}from $package.pipeline import $name
+''')
+
+TEST_MANUAL = Template("""
+
+def test_${lower}_has_sample_rows(pipeline):
     assert len($name.$table()) == $rows
-''')
+""")
 
-TEST_AUTO = Template('''\
-"""$name.$table is complete and its values follow from its inputs."""
+TEST_IMPORTED = Template("""
 
-import numpy as np
+def test_${lower}_channels(pipeline):
+    recordings = $name.$table()
+    assert len(recordings) > 0
+    for key in recordings.proj().to_dicts():
+        channels = ($name.$table.Channel & key).to_dicts()
+        assert len(channels) == ($name.$device & key).fetch1("num_channels")
+        assert all(np.isfinite(channel["signal"]).all() for channel in channels)
+""")
 
-from $package import $name
+TEST_COMPUTED = Template("""
 
+def test_${lower}_values(pipeline):
+    rows = $name.$table().to_dicts()
+    assert rows
+    for row in rows:
+        assert np.isfinite(row["signal"]).all()
+        assert row["peak"] == np.abs(row["signal"]).max()$correlation
+""")
 
-def test_every_key_is_populated(pipeline):
-    remaining, total = $name.$table().progress()
-    assert total > 0
-    assert remaining == 0
+TEST_ADDED = Template("""
 
-
-def test_values(pipeline):
-    for row in $name.$table().to_dicts():
-$checks
-''')
-
-IMPORTED_CHECKS = """\
-        assert row["sampling_rate"] > 0
-        assert row["signal"].ndim == 1
-        assert np.isfinite(row["signal"]).all()"""
-
-COMPUTED_CHECKS = """\
-        signal = row["signal"]
-        assert np.isfinite(signal).all()
-        assert row["peak"] == np.abs(signal).max()"""
+def test_${lower}_counts_its_inputs(pipeline):
+    rows = $name.$table().to_dicts()
+    assert all(row["input_rows"] > 0 for row in rows)
+""")
 
 CORRELATION_CHECK = """
         assert -1.0 <= row["correlation"] <= 1.0"""
 
-INIT = Template('''\
-"""$title: DataJoint pipeline package.
+PIPELINE_INIT = Template('''\
+"""The pipeline: one module per database schema. This subpackage is the lab's.
 
-One module per database schema, imported here upstream first; each module imports
-the modules its foreign keys point to. Call activate() to bind every schema to the
-database, in dependency order (see README, "Schema names").
+List every schema module in MODULES, upstream first: the package activates and
+populates them in this order. Each module imports the modules its foreign keys
+point to; the package derives the schema graph (PIPELINE) from those imports.
 """
 
-import os
-from pathlib import Path
-
-import datajoint as dj
-from datajoint.settings import find_config_file
-from dotenv import dotenv_values
-
-from . import _compat  # noqa: F401  (fixes stored values on MariaDB; see _compat.py)
-from . import devdb
 $imports
-from .utils import prepare_stores
-from .version import SCHEMA_VERSIONS, __version__
 
-devdb.use_if_unconfigured()  # no database user configured: the running dev-db, if any
-
-#: Schema modules in dependency order: activate and populate in this order.
-$modules
-
-#: Each schema's upstream schemas: the pipeline's dependency graph, upstream first.
-$pipeline
-
-#: Each schema's role in the pipeline: acquisition, processing or analysis.
-$roles
-
-#: Environment variable that selects the schema names (production, dev_, personal).
-PREFIX_VARIABLE = "$prefix_variable"
-#: Prefix of the production schema names: in force only when PREFIX_VARIABLE names it.
-PRODUCTION_PREFIX = "$production_prefix"
-#: Prefix in force when nothing is configured: the shared development set.
-DEVELOPMENT_PREFIX = "dev_" + PRODUCTION_PREFIX
-
-__all__ = [
-    "DEVELOPMENT_PREFIX",
-    "MODULES",
-    "PIPELINE",
-    "SCHEMA_ROLES",
-    "SCHEMA_VERSIONS",
-    "__version__",
-    "activate",
-    "auto_tables",
-    "schema_names",
-]
-
-
-def schema_prefix() -> str:
-    """The prefix in force: $$$prefix_variable from the environment or the project's .env,
-    else the shared development prefix. Production is never the default: it must be named."""
-    if PREFIX_VARIABLE in os.environ:
-        return os.environ[PREFIX_VARIABLE]
-    config_file = find_config_file()
-    value = dotenv_values((config_file.parent if config_file else Path.cwd()) / ".env").get(
-        PREFIX_VARIABLE
-    )
-    return DEVELOPMENT_PREFIX if value is None else value
-
-
-def prefix_kind(prefix: str | None = None) -> str:
-    """What a schema set is: production, development (dev_...), test (test_...) or personal."""
-    prefix = schema_prefix() if prefix is None else prefix
-    if prefix == PRODUCTION_PREFIX:
-        return "production"
-    if prefix.startswith("dev_"):
-        return "development"
-    return "test" if prefix.startswith("test_") else "personal"
-
-
-def short_name(module) -> str:
-    """Name of a schema module without the package, e.g. 'subject'."""
-    return module.__name__.rpartition(".")[2]
-
-
-def schema_names(prefix: str | None = None) -> dict[str, str]:
-    """Database schema name of every module, in dependency order."""
-    prefix = schema_prefix() if prefix is None else prefix
-    return {short_name(module): prefix + short_name(module) for module in MODULES}
-
-
-def activate(prefix: str | None = None, *, connection=None, create: bool = True) -> dict[str, str]:
-    """Bind every schema module to its database schema, creating what is missing.
-
-    Schemas are activated upstream first, so each table's foreign keys can be
-    declared. With create=False nothing is created (DataJoint's create_schema and
-    create_tables off): only the schemas that exist are bound, and missing tables stay
-    undeclared (``Table.is_declared`` is False). Returns the module-to-schema-name
-    mapping of the schemas that were bound.
-    """
-    prepare_stores()
-    names = schema_names(prefix)
-    if not create:
-        existing = set(dj.list_schemas(connection=connection))
-        names = {module: name for module, name in names.items() if name in existing}
-    for module in MODULES:
-        if short_name(module) in names:
-            module.schema.activate(
-                names[short_name(module)],
-                connection=connection,
-                create_schema=create,
-                create_tables=create,
-            )
-    return names
-
-
-def auto_tables() -> list[type[dj.Table]]:
-    """Every Imported and Computed table, in the order populate must run them."""
-    return [
-        table
-        for module in MODULES
-        for table in vars(module).values()
-        if isinstance(table, type)
-        and issubclass(table, (dj.Imported, dj.Computed))
-        and table.__module__ == module.__name__
-    ]
+MODULES = $modules
 ''')
 
 VERSION = Template('''\
@@ -327,26 +286,23 @@ $versions
 ''')
 
 SAMPLE_DATA = Template('''\
-"""Example rows for the pipeline's manual tables, used by the tests and notebooks.
+"""Sample rows for the manual tables: the tests and the notebooks enter them.
 
-Edit them along with your tables.
+SAMPLE_DATA is a list of passes. A pass maps tables to their rows, or to a function
+returning the rows (called when the pass is entered). `insert_sample_data()` enters
+one pass, upstream first, then populates every Imported and Computed table, then
+enters the next: rows that need computed results first (a task table, e.g. the
+parameters chosen for a computed result) go in a later pass. Edit them along with
+your tables.
 """
-
-from typing import Any
-
-import datajoint as dj
 
 $imports
 
-#: Rows of each root table, keyed by the table: the tables that are entered by hand.
-SAMPLE_ROWS: dict[type[dj.Table], list[dict[str, Any]]] = {
-$entries}
-
-
-def insert_sample_data() -> None:
-    """Enter the sample rows, upstream first; rows already present are kept."""
-    for table, rows in SAMPLE_ROWS.items():
-        table.insert(rows, skip_duplicates=True)
+#: Passes of sample rows: each maps a table to its rows, or to a function returning them.
+SAMPLE_DATA: list[dict[type[dj.Table], Any]] = [
+    {
+$entries    },
+]
 ''')
 
 
@@ -366,14 +322,6 @@ def python_literal(name: str, value: Any, *, tuple_of_names: bool = False) -> st
             line = f'    "{key}": (\n{inner}    ),\n'
         lines.append(line)
     return f"{name} = {{\n" + "".join(lines) + "}"
-
-
-def import_statement(names: list[str], comment: str = "") -> str:
-    """`from . import a, b` as ruff formats it: one line if it fits, else one name per line."""
-    line = f"from . import {', '.join(names)}{comment}"
-    if len(line) <= LINE_LENGTH:
-        return line
-    return f"from . import ({comment}\n" + "".join(f"    {name},\n" for name in names) + ")"
 
 
 DIAGRAM = re.compile(
@@ -402,30 +350,75 @@ def with_diagram(text: str, pipeline: dict[str, tuple[str, ...]]) -> str:
     return DIAGRAM.sub(lambda match: match[1] + mermaid(pipeline) + match[2], text)
 
 
-def combined_inputs(schema: dict, roots: set[str]) -> list[str]:
-    """Upstream schemas whose signals the starter table combines; none means it acquires."""
-    if schema["name"] in ACQUIRED:
-        return []
-    return [parent for parent in schema["upstream"] if parent not in roots]
+def table_kinds(plan: list[dict]) -> dict[str, str]:
+    """The kind of starter table of each schema: entity, event, imported or computed."""
+    kinds: dict[str, str] = {}
+    for schema in plan:
+        name, upstream = schema["name"], schema["upstream"]
+        signals = [parent for parent in upstream if kinds[parent] in ("imported", "computed")]
+        if not upstream:
+            kinds[name] = "entity"
+        elif name in ACQUIRED:
+            kinds[name] = "imported"
+        elif schema["role"] == "acquisition" and all(kinds[p] == "entity" for p in upstream):
+            kinds[name] = "event"
+        elif not signals or schema["role"] == "acquisition":
+            kinds[name] = "imported"
+        else:
+            kinds[name] = "computed"
+    return kinds
 
 
-def module_source(schema: dict, tables: dict[str, str], roots: set[str], blob: str) -> str:
+def signal_source(parent: str, kinds: dict[str, str], tables: dict[str, str]) -> str:
+    """The table whose `signal` rows hold an upstream schema's signal."""
+    channel = ".Channel" if kinds[parent] == "imported" else ""
+    return f"{parent}.{tables[parent]}{channel}"
+
+
+def module_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], blob: str) -> str:
     """Source of one schema module."""
-    name, upstream = schema["name"], schema["upstream"]
+    name, upstream, kind = schema["name"], schema["upstream"], kinds[schema["name"]]
     summary = schema.get("description") or f"The {name} schema: {ROLE_SUMMARY[schema['role']]}."
-    fields = {"name": name, "table": tables[name], "docstring": docstring(summary), "blob": blob}
-    if not upstream:
-        return ROOT.substitute(fields)
-    inputs = combined_inputs(schema, roots)
-    unused = bool(set(upstream) - set(inputs))
-    fields["imports"] = import_statement(
-        sorted(upstream), "  # noqa: F401 - used by the foreign keys below" if unused else ""
+    imports = ["import datajoint as dj", ""]
+    if kind == "imported":
+        imports.append("from ..utils import simulate_channels")
+    if kind == "computed":
+        imports.append("from ..utils import combine_signals, mean_signal")
+    if upstream:
+        imports.append(import_statement(upstream))
+    fields = {
+        "name": name,
+        "table": tables[name],
+        "blob": blob,
+        "foreign_keys": "\n".join(f"    -> {parent}.{tables[parent]}" for parent in upstream),
+    }
+    head = HEAD.substitute(
+        docstring=docstring(summary),
+        imports="\n".join(imports) + ("\n" if len(imports) > 2 else ""),
+        role=schema["role"],
     )
-    fields["foreign_keys"] = "\n".join(f"    -> {parent}.{tables[parent]}" for parent in upstream)
-    if not inputs:
-        return IMPORTED.substitute(fields)
+    if kind == "entity":
+        return head + ENTITY.substitute(fields)
+    if kind == "event":
+        return head + EVENT.substitute(fields)
+    if kind == "imported":
+        lookup, key, contents = device(name)
+        return head + IMPORTED.substitute(
+            fields,
+            device=lookup,
+            device_key=key,
+            device_word=re.sub(r"(?<!^)(?=[A-Z])", " ", lookup).lower(),
+            device_words=re.sub(r"(?<!^)(?=[A-Z])", " ", lookup).lower() + "s",
+            contents="[\n"
+            + "".join(
+                f'        {{"{key}": "{kind}", "num_channels": {channels}}},\n'
+                for kind, channels in contents
+            )
+            + "    ]",
+        )
+    inputs = [parent for parent in upstream if kinds[parent] in ("imported", "computed")]
     many = len(inputs) > 1
-    return COMPUTED.substitute(
+    return head + COMPUTED.substitute(
         fields,
         summary=(
             f"Signals of {', '.join(inputs)} combined for each key."
@@ -437,24 +430,63 @@ def module_source(schema: dict, tables: dict[str, str], roots: set[str], blob: s
         if many
         else "",
         inputs="\n".join(
-            f'            ({parent}.{tables[parent]} & key).fetch1("signal"),' for parent in inputs
+            f"            mean_signal({signal_source(parent, kinds, tables)} & key),"
+            for parent in inputs
         ),
     )
 
 
-def test_source(schema: dict, tables: dict[str, str], roots: set[str], package: str) -> str:
-    """Source of the test module of one schema."""
-    name, upstream = schema["name"], schema["upstream"]
-    fields = {"name": name, "table": tables[name], "package": package, "rows": SAMPLE_ROWS}
-    if not upstream:
-        return TEST_ROOT.substitute(fields)
-    inputs = combined_inputs(schema, roots)
-    checks = (
-        IMPORTED_CHECKS
-        if not inputs
-        else COMPUTED_CHECKS + (CORRELATION_CHECK if len(inputs) > 1 else "")
-    )
-    return TEST_AUTO.substitute(fields, checks=checks)
+def test_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], package: str) -> str:
+    """Source of the (lab's) test module of one schema's starter tables."""
+    name, kind = schema["name"], kinds[schema["name"]]
+    fields = {
+        "name": name,
+        "table": tables[name],
+        "lower": name,
+        "package": package,
+        "rows": SAMPLE_ROWS,
+        "imports": "" if kind in ("entity", "event") else "import numpy as np\n\n",
+    }
+    head = TEST_HEAD.substitute(fields)
+    if kind in ("entity", "event"):
+        return head + TEST_MANUAL.substitute(fields)
+    if kind == "imported":
+        return head + TEST_IMPORTED.substitute(fields, device=device(name)[0])
+    many = len([p for p in schema["upstream"] if kinds[p] in ("imported", "computed")]) > 1
+    return head + TEST_COMPUTED.substitute(fields, correlation=CORRELATION_CHECK if many else "")
+
+
+def sample_entries(plan: list[dict], tables: dict[str, str], kinds: dict[str, str]) -> str:
+    """The SAMPLE_DATA entries of the manual tables: three rows each."""
+    entries = []
+    for schema in plan:
+        name, upstream = schema["name"], schema["upstream"]
+        if kinds[name] == "entity":
+            rows = [
+                f'{{"{name}_id": {i}, "{name}_name": "{name} {i}"}}'
+                for i in range(1, SAMPLE_ROWS + 1)
+            ]
+        elif kinds[name] == "event":
+            keys = "".join(f'"{parent}_id": {{i}}, ' for parent in upstream)
+            rows = [
+                "{" + keys.format(i=i) + f'"{name}_id": 1, '
+                f'"{name}_date": datetime.date(2026, 1, {i})}}'
+                for i in range(1, SAMPLE_ROWS + 1)
+            ]
+        else:
+            continue
+        lines = "".join(map(sample_row, rows))
+        entries.append(f"        {name}.{tables[name]}: [\n{lines}        ],\n")
+    return "".join(entries)
+
+
+def sample_row(row: str) -> str:
+    """One sample row as ruff formats it: on one line if it fits, else one field a line."""
+    line = f"            {row},\n"
+    if len(line) <= LINE_LENGTH + 1:
+        return line
+    fields = re.findall(r'"[^"]*": (?:"[^"]*"|datetime\.date\([^)]*\)|[^,}]+)', row)
+    return "            {\n" + "".join(f"                {f},\n" for f in fields) + "            },\n"
 
 
 def write_pipeline(
@@ -462,42 +494,34 @@ def write_pipeline(
     package: str,
     plan: list[dict],
     *,
-    title: str,
-    prefix: str,
-    prefix_variable: str,
     blob: str,
 ) -> None:
     """Write every schema module, its test, and the files that list them all."""
     tables = {schema["name"]: table_class(schema["name"]) for schema in plan}
-    roots = {schema["name"] for schema in plan if not schema["upstream"]}
+    kinds = table_kinds(plan)
     names = [schema["name"] for schema in plan]
-    source = project / "src" / package
+    source = project / "src" / package / PIPELINE_PACKAGE
+    source.mkdir(parents=True, exist_ok=True)
     tests = project / "tests"
     for schema in plan:
         (source / f"{schema['name']}.py").write_text(
-            module_source(schema, tables, roots, blob), encoding="utf-8"
+            module_source(schema, tables, kinds, blob), encoding="utf-8"
         )
         (tests / f"test_{schema['name']}.py").write_text(
-            test_source(schema, tables, roots, package), encoding="utf-8"
+            test_source(schema, tables, kinds, package), encoding="utf-8"
         )
     (source / "__init__.py").write_text(
-        INIT.substitute(
-            title=escaped(title),
-            imports="\n".join(f"from . import {name}" for name in names),
-            modules=python_literal("MODULES", names, tuple_of_names=True),
-            pipeline=python_literal("PIPELINE", {s["name"]: tuple(s["upstream"]) for s in plan}),
-            roles=python_literal("SCHEMA_ROLES", {s["name"]: s["role"] for s in plan}),
-            prefix_variable=prefix_variable,
-            production_prefix=prefix,
+        PIPELINE_INIT.substitute(
+            imports=import_statement(names),
+            modules=python_literal("MODULES", names, tuple_of_names=True)[len("MODULES = ") :],
         ),
         encoding="utf-8",
     )
-    pipeline = {schema["name"]: tuple(schema["upstream"]) for schema in plan}
-    for document in (project / "README.md", project / "docs" / "pipeline.md"):
-        if document.is_file():
-            document.write_text(
-                with_diagram(document.read_text(encoding="utf-8"), pipeline), encoding="utf-8"
-            )
+    # Upstream schemas in dependency order, as the package derives PIPELINE from the imports.
+    refresh_diagrams(
+        project,
+        {s["name"]: tuple(n for n in names if n in s["upstream"]) for s in plan},
+    )
     (source / "version.py").write_text(
         VERSION.substitute(
             version=FIRST_VERSION,
@@ -505,19 +529,20 @@ def write_pipeline(
         ),
         encoding="utf-8",
     )
+    manual = sorted(name for name in names if kinds[name] in ("entity", "event"))
     (source / "sample_data.py").write_text(
         SAMPLE_DATA.substitute(
-            imports=import_statement(sorted(roots)),
-            entries="".join(
-                sample_rows_entry(root, tables[root]) for root in names if root in roots
-            ),
+            imports=("import datetime\n" if "event" in kinds.values() else "")
+            + "from typing import Any\n\nimport datajoint as dj\n\n"
+            + import_statement(manual),
+            entries=sample_entries(plan, tables, kinds),
         ),
         encoding="utf-8",
     )
 
 
 def find_assignment(source: str, name: str) -> ast.Assign | ast.AnnAssign:
-    """The top-level `name = ...` statement of a module's source."""
+    """The top-level `name = ...` (or `name: type = ...`) statement of a module's source."""
     for node in ast.parse(source).body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
@@ -541,11 +566,30 @@ def replace_assignment(source: str, name: str, text: str) -> str:
     return "".join(lines)
 
 
+def natural(name: str) -> list[Any]:
+    """Sort key of ruff's isort: digits compare as numbers (s7 before s13)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def import_statement(names: list[str]) -> str:
+    """`from . import ...` of these names as ruff formats it."""
+    names = sorted(names, key=natural)
+    line = f"from . import {', '.join(names)}"
+    if len(line) <= LINE_LENGTH:
+        return line
+    return "from . import (\n" + "".join(f"    {name},\n" for name in names) + ")"
+
+
 def with_import(source: str, name: str) -> str:
-    """Source with `from . import name` after its last such line."""
+    """Source whose `from . import ...` statement also imports `name`."""
+    node = next(
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+    )
     lines = source.splitlines(keepends=True)
-    last = max(i for i, line in enumerate(lines) if line.startswith("from . import "))
-    lines.insert(last + 1, f"from . import {name}\n")
+    names = [alias.name for alias in node.names] + [name]
+    lines[node.lineno - 1 : node.end_lineno] = [import_statement(names) + "\n"]
     return "".join(lines)
 
 
@@ -555,51 +599,65 @@ def add_schema(
     name: str,
     upstream: list[str],
     *,
+    tables: dict[str, list[str]],
     blob: str,
     description: str = "",
     role: str = "",
 ) -> list[Path]:
     """Add one schema module downstream of existing ones, with its test; returns new files.
 
-    The schema is appended to MODULES, PIPELINE, SCHEMA_ROLES and SCHEMA_VERSIONS (and,
-    for a root, to SAMPLE_ROWS): after every schema it depends on, so dependency order
-    holds. Existing modules are not touched; nothing is written if anything is wrong.
+    `tables` names the tables each existing schema module defines now, most downstream
+    last (the CLI reads them from the imported package). The new module's table has a
+    foreign key to the last table of each upstream schema; a new root gets a Manual
+    table and sample rows. The schema is appended to MODULES and SCHEMA_VERSIONS, after
+    every schema it depends on, and to the `schemas` answer in .cruft.json. Existing
+    schema modules are not touched; nothing is written if anything is wrong.
     """
+    pipeline_dir = package_dir / PIPELINE_PACKAGE
     paths = {
-        "init": package_dir / "__init__.py",
-        "version": package_dir / "version.py",
-        "sample": package_dir / "sample_data.py",
+        "init": pipeline_dir / "__init__.py",
+        "version": pipeline_dir / "version.py",
+        "sample": pipeline_dir / "sample_data.py",
     }
     sources = {key: path.read_text(encoding="utf-8") for key, path in paths.items()}
-    pipeline = literal(find_assignment(sources["init"], "PIPELINE"))
+    modules = literal(find_assignment(sources["init"], "MODULES"))
     if not IDENTIFIER.match(name) or keyword.iskeyword(name):
         raise ValueError(f"{name!r} is not a valid schema name (lowercase letters, digits, _)")
-    if name in pipeline or (package_dir / f"{name}.py").exists():
+    if name in modules or (pipeline_dir / f"{name}.py").exists():
         raise ValueError(f"{name!r} exists already")
-    unknown = [parent for parent in upstream if parent not in pipeline]
+    unknown = [parent for parent in upstream if parent not in modules]
     if unknown:
-        known = ", ".join(pipeline)
-        raise ValueError(f"unknown upstream schema(s) {', '.join(unknown)}; known: {known}")
-    schema = {
-        "name": name,
-        "upstream": list(upstream),
-        "description": description,
-        "role": role or ("analysis" if upstream else "acquisition"),
-    }
-    roots = {schema_name for schema_name, parents in pipeline.items() if not parents}
-    tables = {schema_name: table_class(schema_name) for schema_name in [*pipeline, name]}
-
-    init = sources["init"]
-    roles = literal(find_assignment(init, "SCHEMA_ROLES"))
-    modules = literal(find_assignment(init, "MODULES"))
+        raise ValueError(
+            f"unknown upstream schema(s) {', '.join(unknown)}; known: {', '.join(modules)}"
+        )
+    empty = [parent for parent in upstream if not tables.get(parent)]
+    if empty:
+        raise ValueError(f"upstream schema(s) {', '.join(empty)} define no table to point to")
+    role = role or ("analysis" if upstream else "acquisition")
+    schema = {"name": name, "upstream": list(upstream), "description": description, "role": role}
+    table = table_class(name)
+    if upstream:
+        targets = [f"{parent}.{tables[parent][-1]}" for parent in upstream]
+        summary = description or f"The {name} schema: {ROLE_SUMMARY[role]}."
+        module = HEAD.substitute(
+            docstring=docstring(summary),
+            imports=f"import datajoint as dj\n\n{import_statement(upstream)}\n",
+            role=role,
+        ) + ADDED.substitute(
+            table=table,
+            foreign_keys="\n".join(f"    -> {target}" for target in targets),
+            upstream_tables=", ".join(targets),
+        )
+        test = TEST_HEAD.substitute(
+            name=name, package=package_dir.name, imports=""
+        ) + TEST_ADDED.substitute(name=name, table=table, lower=name)
+    else:
+        plan = [schema]
+        kinds = {name: "entity"}
+        module = module_source(schema, {name: table}, kinds, blob)
+        test = test_source(schema, {name: table}, kinds, package_dir.name)
     init = replace_assignment(
-        init, "PIPELINE", python_literal("PIPELINE", {**pipeline, name: tuple(upstream)})
-    )
-    init = replace_assignment(
-        init, "SCHEMA_ROLES", python_literal("SCHEMA_ROLES", {**roles, name: schema["role"]})
-    )
-    init = replace_assignment(
-        init, "MODULES", python_literal("MODULES", [*modules, name], tuple_of_names=True)
+        sources["init"], "MODULES", python_literal("MODULES", [*modules, name], tuple_of_names=True)
     )
     versions = literal(find_assignment(sources["version"], "SCHEMA_VERSIONS"))
     updated = {
@@ -609,51 +667,79 @@ def add_schema(
             "SCHEMA_VERSIONS",
             python_literal("SCHEMA_VERSIONS", {**versions, name: FIRST_VERSION}),
         ),
-        package_dir / f"{name}.py": module_source(schema, tables, roots, blob),
-        tests_dir / f"test_{name}.py": test_source(schema, tables, roots, package_dir.name),
+        pipeline_dir / f"{name}.py": module,
+        tests_dir / f"test_{name}.py": test,
     }
-    if not upstream:  # a new root needs sample rows for its test
+    if not upstream:  # a new root needs sample rows for its test, in the first pass
         sample = sources["sample"]
-        node = find_assignment(sample, "SAMPLE_ROWS")
-        end = node.end_lineno or node.lineno
-        lines = sample.splitlines(keepends=True)
-        lines.insert(end - 1, sample_rows_entry(name, tables[name]))
-        updated[paths["sample"]] = with_root_import("".join(lines), name)
+        entry = sample_entries(plan, {name: table}, kinds)
+        marker = "SAMPLE_DATA: list[dict[type[dj.Table], Any]] = [\n    {\n"
+        if marker not in sample:
+            raise ValueError("sample_data.py: SAMPLE_DATA does not start with a pass to add to")
+        sample = sample.replace(marker, marker + entry, 1)
+        updated[paths["sample"]] = with_import(sample, name)
     project = tests_dir.parent
+    graph = {**tables_graph(project, modules), name: tuple(m for m in modules if m in upstream)}
+    for document in (project / "README.md", project / "docs" / "pipeline.md"):
+        if document.is_file():
+            updated[document] = with_diagram(document.read_text(encoding="utf-8"), graph)
+    answers = project / ".cruft.json"
+    if answers.is_file():
+        updated[answers] = with_cruft_schema(answers.read_text(encoding="utf-8"), schema)
+    for path, text in updated.items():
+        path.write_text(text, encoding="utf-8")
+    return [pipeline_dir / f"{name}.py", tests_dir / f"test_{name}.py"]
+
+
+def tables_graph(project: Path, modules: list[str]) -> dict[str, tuple[str, ...]]:
+    """The current schema graph, read from the modules' relative imports."""
+    graph = {}
+    for module in modules:
+        path = next(project.glob(f"src/*/{PIPELINE_PACKAGE}/{module}.py"))
+        imported = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module} if node.module else {a.name for a in node.names}
+        graph[module] = tuple(other for other in modules if other in imported)
+    return graph
+
+
+def with_cruft_schema(text: str, schema: dict) -> str:
+    """.cruft.json with the new schema appended to its `schemas` answer (either form)."""
+    answers = json.loads(text)
+    context = answers.get("context", {}).get("cookiecutter", {})
+    spec = context.get("schemas")
+    if isinstance(spec, dict):
+        spec[schema["name"]] = {
+            key: value
+            for key, value in (
+                ("upstream", schema["upstream"]),
+                ("description", schema["description"]),
+                ("role", schema["role"]),
+            )
+            if value
+        }
+    elif isinstance(spec, str):
+        entry = f"{schema['name']} [{schema['role']}]"
+        if schema["upstream"]:
+            entry += f" <- {', '.join(schema['upstream'])}"
+        context["schemas"] = f"{spec.rstrip().rstrip(';')}; {entry}"
+    else:
+        return text
+    return json.dumps(answers, indent=2, ensure_ascii=False) + "\n"
+
+
+def refresh_diagrams(project: Path, pipeline: dict[str, tuple[str, ...]]) -> None:
+    """Bring the pipeline diagrams of README.md and docs/pipeline.md up to date."""
     for document in (project / "README.md", project / "docs" / "pipeline.md"):
         if document.is_file():
             text = document.read_text(encoding="utf-8")
-            updated[document] = with_diagram(text, {**pipeline, name: tuple(upstream)})
-    for path, text in updated.items():
-        path.write_text(text, encoding="utf-8")
-    return [package_dir / f"{name}.py", tests_dir / f"test_{name}.py"]
+            document.write_text(with_diagram(text, pipeline), encoding="utf-8")
 
 
-def with_root_import(source: str, name: str) -> str:
-    """sample_data.py's source with `name` added to its `from . import ...` statement."""
-    node = next(
-        node
-        for node in ast.parse(source).body
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
-    )
-    names = sorted([*(alias.name for alias in node.names), name])
-    lines = source.splitlines(keepends=True)
-    lines[node.lineno - 1 : node.end_lineno] = [import_statement(names) + "\n"]
-    return "".join(lines)
+if __name__ == "__main__":  # python -m <package>.scaffold: redraw the diagrams from PIPELINE
+    import importlib
 
-
-def sample_rows_entry(root: str, table: str) -> str:
-    """The SAMPLE_ROWS entry of one root table (a row that does not fit: one field a line)."""
-    rows = ""
-    for i in range(1, SAMPLE_ROWS + 1):
-        fields = [f'"{root}_id": {i}', f'"{root}_name": "{root} {i}"']
-        row = f"        {{{', '.join(fields)}}},\n"
-        if len(row) > LINE_LENGTH + 1:
-            row = (
-                "        {\n"
-                + "".join(f"            {field},\n" for field in fields)
-                + "        },\n"
-            )
-        rows += row
-    return f"    {root}.{table}: [\n{rows}    ],\n"
+    package = importlib.import_module(str(__spec__.parent))  # type: ignore[name-defined]
+    refresh_diagrams(Path(str(package.__file__)).resolve().parents[2], package.PIPELINE)
 {% endraw %}

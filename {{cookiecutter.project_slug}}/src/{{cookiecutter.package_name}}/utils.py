@@ -1,4 +1,4 @@
-"""Helpers shared by the schema modules: starter signals and object-store set-up."""
+"""Helpers: the starter tables' simulated signals, and object-store set-up."""
 
 import logging
 import sys
@@ -7,19 +7,29 @@ from pathlib import Path
 
 import datajoint as dj
 import numpy as np
+from datajoint.expression import QueryExpression
 from datajoint.settings import find_config_file
 
 SAMPLING_RATE = 1000.0  # samples per second of the simulated acquisition
 DURATION = 2.0  # seconds per simulated recording
 
 
-def simulate_signal(source: str, key: dict) -> tuple[float, np.ndarray]:
-    """A reproducible noisy oscillation of one source for one key, standing in for a recording."""
+def simulate_channels(source: str, key: dict, channels: int) -> tuple[float, list[np.ndarray]]:
+    """Reproducible noisy oscillations of one source for one key, standing in for a recording.
+
+    The channels share one frequency, so they correlate as neighbouring electrodes do.
+    """
     rng = np.random.default_rng(zlib.crc32(f"{source} {sorted(key.items())}".encode()))
     time = np.arange(int(SAMPLING_RATE * DURATION)) / SAMPLING_RATE
-    frequency = rng.uniform(4.0, 12.0)
-    signal = np.sin(2 * np.pi * frequency * time) + 0.5 * rng.standard_normal(time.size)
-    return SAMPLING_RATE, signal
+    oscillation = np.sin(2 * np.pi * rng.uniform(4.0, 12.0) * time)
+    return SAMPLING_RATE, [
+        oscillation + 0.5 * rng.standard_normal(time.size) for _ in range(channels)
+    ]
+
+
+def mean_signal(rows: QueryExpression) -> np.ndarray:
+    """The mean of the `signal` values of some rows (e.g. the channels of one recording)."""
+    return np.mean([row["signal"] for row in rows.to_dicts()], axis=0)
 
 
 def zscore(signal: np.ndarray) -> np.ndarray:
