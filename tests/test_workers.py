@@ -50,7 +50,7 @@ class Work(dj.Computed):
         with open(os.environ["WORK_LOG"], "a") as log:
             log.write(f"{key['subject_id']} {os.getpid()}\\n")
         time.sleep(float(os.environ.get("WORK_SECONDS", "0.05")))
-        if key["subject_id"] == FAILING:
+        if str(key["subject_id"]) == os.environ.get("WORK_FAIL", "FAILING"):
             raise ValueError(f"bad subject {key['subject_id']}")
         self.insert1({**key, "worker_pid": os.getpid()})
 '''.replace("FAILING", str(FAILING))
@@ -218,3 +218,64 @@ def test_after_sigkill_the_orphaned_key_is_released_and_completed(pipeline_env):
     final = state(pipeline_env)
     assert final["made"] == [k for k in range(1, KEYS + 1) if k != FAILING]
     assert (final["jobs"]["reserved"], final["jobs"]["error"]) == (0, 1)
+
+
+TRIALS = 100  # per backend
+TRIAL_KEYS = 2000
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+def test_stop_signals_at_random_moments_leave_nothing_behind(
+    backend, worker_project, project_env, tmp_path
+):
+    """SIGTERM or SIGINT at a random moment of a worker, a `populate` or a worker with
+    --processes 2: exit 143 / 130, no traceback, no reservation or error row left, and a
+    fresh worker then completes every key, each made exactly once."""
+    prefix = f"wsig_{secrets.token_hex(3)}_"
+    env = clean_environment(
+        **BACKENDS[backend],
+        WK_SCHEMA_PREFIX=prefix,
+        WORK_LOG=str(tmp_path / "calls.log"),
+        WORK_SECONDS="0.001",
+        WORK_FAIL="none",
+        TRIAL_KEYS=str(TRIAL_KEYS),
+    )
+    python = str(project_env / "bin" / "python")
+    script = Path(__file__).with_name("worker_trials.py")
+    seed = secrets.randbelow(10**6)
+    try:
+        done = subprocess.run(
+            [python, str(script), PACKAGE, str(TRIALS), "10", str(seed)],
+            cwd=worker_project,
+            env=env,
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        drop = (
+            f"import {PACKAGE}; {PACKAGE}.activate()\n"
+            f"for m in reversed({PACKAGE}.MODULES): m.schema.drop(prompt=False)"
+        )
+        subprocess.run([python, "-c", drop], cwd=worker_project, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    expected = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
+    outcomes = Counter(
+        (t["kind"], t["signal"], "before" if t["finished_before_signal"] else "during", t["code"])
+        for t in result["trials"]
+    )
+    print(f"seed {seed}, {backend}: {dict(outcomes)} in {result['trials_seconds']:.0f} s")
+    signalled = [t for t in result["trials"] if not t["finished_before_signal"]]
+    assert len(signalled) >= 0.95 * TRIALS, outcomes  # keys left for (nearly) every trial
+    bad = [t for t in result["trials"] if t["tracebacks"]]
+    bad += [t for t in signalled if t["code"] != expected[t["signal"]]]
+    bad += [t for t in result["trials"] if t["finished_before_signal"] and t["code"] != 0]
+    assert not bad, (f"seed {seed}", outcomes, bad[0]["output"])
+    jobs = result["after_trials"]["jobs"]
+    assert (jobs["reserved"], jobs["error"]) == (0, 0), (f"seed {seed}", jobs)
+    assert result["final_code"] == 0, result["final_output"]
+    assert result["final"]["made"] == TRIAL_KEYS
+    assert result["final"]["jobs"]["total"] == 0
+    assert result["calls"] == {"1": TRIAL_KEYS}  # every key made once: none twice, none lost

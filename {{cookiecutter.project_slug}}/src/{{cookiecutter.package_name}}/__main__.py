@@ -11,7 +11,16 @@ from pathlib import Path
 import datajoint as dj
 from datajoint.settings import find_config_file
 
-from . import access, activate, auto_tables, promotion, scaffold, schema_names, schema_prefix
+from . import (
+    access,
+    activate,
+    auto_tables,
+    promotion,
+    scaffold,
+    schema_names,
+    schema_prefix,
+    worker,
+)
 from .utils import datajoint_logs_to_stderr
 
 
@@ -57,26 +66,19 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def populate(args: argparse.Namespace) -> int:
-    """Fill every Imported and Computed table, upstream first."""
-    tables = auto_tables()
-    unknown = set(args.table) - {table.__name__ for table in tables}
-    if unknown:
-        known = ", ".join(table.__name__ for table in tables)
-        print(
-            f"error: no auto-populated table {', '.join(sorted(unknown))}; known: {known}",
-            file=sys.stderr,
-        )
+    """Fill every Imported and Computed table, upstream first (stops cleanly on SIGTERM/SIGINT)."""
+    try:
+        tables = worker.select_tables(args.table, [])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    activate()
-    failed = 0
+    with worker.stop_handlers():
+        activate()
+        code, outcome = worker.populate(tables, worker.options_from(args))
     for table in tables:
-        if args.table and table.__name__ not in args.table:
-            continue
-        result = table.populate(reserve_jobs=True, suppress_errors=True)
-        errors = result["error_list"]
-        failed += len(errors)
-        print(f"{table.__name__}: {result['success_count']} made, {len(errors)} failed")
-    return 1 if failed else 0
+        made, failed = outcome.counts.get(table.__name__, (0, 0))
+        print(f"{table.__name__}: {made} made, {failed} failed")
+    return code
 
 
 def table_status(table: type[dj.Table], errors_shown: int) -> dict:
@@ -265,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("declare", help=declare.__doc__).set_defaults(run=declare)
     populate_parser = commands.add_parser("populate", help=populate.__doc__)
     populate_parser.add_argument("table", nargs="*", help="only these tables (class names)")
+    worker.add_populate_options(populate_parser)
     populate_parser.set_defaults(run=populate)
     status_parser = commands.add_parser("status", help=status.__doc__)
     status_parser.add_argument("--json", action="store_true", help="machine-readable output")
