@@ -7,8 +7,8 @@ worker's or the `populate` command's real main() -- the code `python -m` runs,
 without paying for the interpreter start each time -- and is sent SIGTERM or SIGINT
 at a random moment. The parent counts exit codes and tracebacks, then checks the
 jobs table for leftovers and runs a fresh worker that must complete every key.
-Environment: DJ_* settings, the package's schema prefix, WORK_LOG (make() calls),
-TRIAL_KEYS (subjects to enter first).
+Environment: DJ_* settings, the package's schema prefix, WORK_LOG (make() calls).
+
 """
 
 from __future__ import annotations
@@ -93,13 +93,27 @@ def state() -> dict:
     return json.loads(line.removeprefix("STATE "))
 
 
+ENTERED = [0]  # subjects entered so far
+TOP_UP = 200  # subjects entered whenever fewer than this many are left for the trials
+
+
 def enter_subjects() -> int:
+    """TOP_UP more subjects, with their jobs already pending."""
     package.activate()
-    keys = range(1, int(os.environ["TRIAL_KEYS"]) + 1)
+    keys = range(ENTERED[0] + 1, ENTERED[0] + TOP_UP + 1)
     subject.Subject.insert([(i, f"s{i}") for i in keys])
     # What jobs.refresh() would insert, in one statement rather than one per key
     work.Work.jobs.insert([{"subject_id": i, "status": "pending", "priority": 5} for i in keys])
     return 0
+
+
+def keep_keys_for_the_trials() -> None:
+    """Top up the subjects, so that no trial finds the work done before its signal."""
+    log = Path(os.environ["WORK_LOG"])
+    made = len(log.read_text().splitlines()) if log.exists() else 0
+    while ENTERED[0] - made < TOP_UP:
+        run_in_child(enter_subjects)
+        ENTERED[0] += TOP_UP
 
 
 def trial_program(rng: random.Random):
@@ -116,10 +130,10 @@ def trial_program(rng: random.Random):
 
 def main() -> None:
     rng = random.Random(SEED)
-    run_in_child(enter_subjects)
     results = []
     started = time.monotonic()
     for first in range(0, TRIALS, CONCURRENCY):
+        keep_keys_for_the_trials()
         batch = []
         for number in range(first, min(TRIALS, first + CONCURRENCY)):
             kind, run = trial_program(rng)
@@ -150,7 +164,7 @@ def main() -> None:
     trials_seconds = time.monotonic() - started
     after_trials = state()
     final = OUTPUT / "final.txt"
-    final_run = ["--schema", "work", "--log-level", "WARNING", "--processes", "4"]
+    final_run = ["--schema", "work", "--log-level", "WARNING"]
     final_code = wait(child(lambda: worker.main(final_run), final), timeout=300)
     calls = Counter(Path(os.environ["WORK_LOG"]).read_text().split()[::2])
     print(
@@ -158,6 +172,7 @@ def main() -> None:
             {
                 "trials": results,
                 "trials_seconds": trials_seconds,
+                "keys": ENTERED[0],
                 "after_trials": after_trials,
                 "final_code": final_code,
                 "final_output": final.read_text()[-2000:],

@@ -213,15 +213,36 @@ def login(args: argparse.Namespace) -> int:
         )
         return 2
     secrets_dir = config_file.parent / ".secrets"
-    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    targets = [secrets_dir, secrets_dir / "database.user", secrets_dir / "database.password"]
+    linked = [path for path in targets if path.is_symlink()]
+    if linked:
+        print(
+            f"error: {linked[0]} is a symbolic link; refusing to write through it", file=sys.stderr
+        )
+        return 2
     user = args.user or input("Database user: ")
-    password = os.environ.get("DJ_PASS") or getpass.getpass("Database password: ")
+    password = os.environ.get("DJ_PASS")
+    if password and not args.password_from_env:
+        question = f"Store the password from $DJ_PASS in {secrets_dir}? [y/N] "
+        if not sys.stdin.isatty():
+            print(
+                "error: the password would come from $DJ_PASS; give --password-from-env to "
+                "store it, or unset DJ_PASS to be asked for one",
+                file=sys.stderr,
+            )
+            return 2
+        if input(question).strip().lower() not in ("y", "yes"):
+            password = None
+    if not password:
+        password = getpass.getpass("Database password: ")
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    secrets_dir.chmod(0o700)  # also when it existed with wider permissions
     for name, value in (("database.user", user), ("database.password", password)):
         path = secrets_dir / name
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)  # also when the file existed with wider permissions
         with os.fdopen(descriptor, "w") as file:
             file.write(value)
-        path.chmod(0o600)  # also when the file existed with wider permissions
     print(f"Saved database.user and database.password in {secrets_dir}")
     return 0
 
@@ -297,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_access_parser(commands)
     login_parser = commands.add_parser("login", help=login.__doc__)
     login_parser.add_argument("--user", help="database user (asked when omitted)")
+    login_parser.add_argument(
+        "--password-from-env",
+        action="store_true",
+        help="store the password in $DJ_PASS without asking (for scripts)",
+    )
     login_parser.set_defaults(run=login)
     return parser
 

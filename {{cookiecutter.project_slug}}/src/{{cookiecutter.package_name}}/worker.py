@@ -323,7 +323,7 @@ class Populator:
                 log.warning("%s: re-queued %d orphaned reservation(s)", name, orphans)
         else:
             table.jobs.refresh()
-        chunk = 1 if self.options.processes == 1 else self.options.processes * 4
+        chunk = 1 if self.options.processes == 1 else self.options.processes * 2
         bar = None
         if self.options.progress:
             bar = tqdm(total=table.progress()[0], desc=name, unit="key")
