@@ -256,7 +256,9 @@ def test_stop_signals_at_random_moments_leave_nothing_behind(
             f"import {PACKAGE}; {PACKAGE}.activate()\n"
             f"for m in reversed({PACKAGE}.MODULES): m.schema.drop(prompt=False)"
         )
-        subprocess.run([python, "-c", drop], cwd=worker_project, env=env, capture_output=True)
+        subprocess.run(
+            [python, "-c", drop], cwd=worker_project, env=env, capture_output=True, check=False
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.splitlines()[-1])
     expected = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
@@ -277,3 +279,31 @@ def test_stop_signals_at_random_moments_leave_nothing_behind(
     assert result["final"]["made"] == result["keys"]
     assert result["final"]["jobs"]["total"] == 0
     assert result["calls"] == {"1": result["keys"]}  # every key made once: none twice, none lost
+
+
+KILL_CONNECTION = {
+    "mariadb": "KILL {}",
+    "postgresql": "SELECT pg_terminate_backend({})",
+}
+
+
+def test_a_killed_connection_is_retried_and_the_worker_goes_on(pipeline_env, request):
+    """The server drops the worker's connection mid-make(): the worker reconnects,
+    retries that key after a backoff and completes every key, exiting 0."""
+    backend = request.node.callspec.params["pipeline_env"]
+    worker = start_worker(pipeline_env, "--backoff", "0.2", WORK_SECONDS="0.2", WORK_FAIL="none")
+    kill = (
+        f"import time, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.work import Work\n"
+        "while not Work.jobs.reserved: time.sleep(0.02)\n"
+        "(connection,) = Work.jobs.reserved.to_arrays('connection_id')\n"
+        f"Work.connection.query({KILL_CONNECTION[backend]!r}.format(int(connection[0])))\n"
+        "print('killed')"
+    )
+    assert pipeline_env["run"](kill) == "killed"
+    assert worker.wait(timeout=120) == 0, worker.stdout.read()
+    output = worker.stdout.read()
+    assert "retry 1 of 5" in output or "reconnecting in" in output, output
+    assert "Traceback" not in output
+    after = state(pipeline_env)
+    assert after["made"] == list(range(1, KEYS + 1))
+    assert after["jobs"]["total"] == 0

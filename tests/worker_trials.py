@@ -50,7 +50,7 @@ def child(run, output: Path) -> int:
             code = run()
         except SystemExit as stop:  # as the interpreter does at the end of a program
             code = stop.code if isinstance(stop.code, int) else 1
-        except BaseException:
+        except BaseException:  # noqa: BLE001 -- printed, as the interpreter would
             traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -140,7 +140,9 @@ def main() -> None:
             signum = rng.choice([signal.SIGTERM, signal.SIGINT])
             output = OUTPUT / f"trial-{number}.txt"
             pid = child(run, output)
-            batch.append([time.monotonic() + rng.uniform(0.002, MAX_DELAY), pid, kind, signum, output])
+            batch.append(
+                [time.monotonic() + rng.uniform(0.002, MAX_DELAY), pid, kind, signum, output]
+            )
         for when, pid, kind, signum, output in sorted(batch, key=lambda item: item[0]):
             time.sleep(max(0.0, when - time.monotonic()))
             done, status = os.waitpid(pid, os.WNOHANG)

@@ -250,6 +250,7 @@ class Populator:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.attempts: dict[tuple[str, str], int] = {}
+        self.retry_due: dict[str, float] = {}  # table: when its last re-queued key is due
         self.failures_in_a_row = 0
 
     def backoff(self, attempt: int) -> float:
@@ -307,6 +308,7 @@ class Populator:
                     delay,
                 )
                 requeue(table, [key], delay=delay)
+                self.retry_due[name] = max(self.retry_due.get(name, 0), time.monotonic() + delay)
                 continue
             log.error("%s %s failed: %s: %s", name, key, type(error).__name__, error)
             failed += 1
@@ -333,7 +335,11 @@ class Populator:
                 if budget is not None:
                     keys = keys[: budget - made - failed]
                 if not keys:
-                    break
+                    due = self.retry_due.pop(name, None)
+                    if due is None:
+                        break
+                    self.pause(due - time.monotonic() + 0.05)  # a retry is scheduled: wait
+                    continue
                 for start in range(0, len(keys), chunk):
                     if stop_requested():
                         break
