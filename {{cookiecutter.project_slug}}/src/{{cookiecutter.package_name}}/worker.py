@@ -45,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import datajoint as dj
+from datajoint import autopopulate
 from tqdm import tqdm
 
 from . import activate, auto_tables
@@ -121,6 +122,28 @@ def signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class _KeepStopHandlers:
+    """The signal module as datajoint.autopopulate sees it: while our stop handlers are
+    in place, its populate() may not replace them with one that raises SystemExit.
+
+    Holding the signals (above) is not enough on its own: the kernel may deliver a
+    signal to another thread that does not hold it, and Python then runs whatever
+    handler is current in the main thread.
+    """
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(signal, name)
+
+    @staticmethod
+    def signal(signum: int, handler: object) -> object:
+        if signum in STOP_SIGNALS and signal.getsignal(signum) is _request_stop:
+            return _request_stop
+        return signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+autopopulate.signal = _KeepStopHandlers()  # type: ignore[assignment]
 
 
 def _in_make(frame) -> bool:
