@@ -54,7 +54,8 @@ from .utils import datajoint_logs_to_stderr
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-KEYS_PER_ROUND = 64  # pending keys fetched at once; each is then made by its own populate() call
+KEYS_PER_ROUND = 64  # pending keys fetched at once, then handed to populate() in chunks
+STOP_WITHIN = 0.5  # seconds: a chunk of quick keys is sized so that a stop waits no longer
 
 # MySQL/MariaDB error codes worth trying again: lock wait timeout, deadlock, server gone
 # away, lost connection, connection killed, server shutting down, cannot connect.
@@ -275,6 +276,7 @@ class Populator:
         self.attempts: dict[tuple[str, str], int] = {}
         self.retry_due: dict[str, float] = {}  # table: when its last re-queued key is due
         self.failures_in_a_row = 0
+        self.seconds_per_key = 0.0  # measured: wall time of a populate() call per key made
 
     def backoff(self, attempt: int) -> float:
         """Exponential, capped at a minute, with jitter so workers do not retry in step."""
@@ -286,6 +288,17 @@ class Populator:
         while not stop_requested() and time.monotonic() < deadline:
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
+    def chunk_size(self) -> int:
+        """Keys per populate() call: one for slow make()s, more for quick ones.
+
+        A stop waits for the chunk in progress, so chunks last about STOP_WITHIN seconds;
+        each populate() call costs a few queries of its own, so quick keys go together.
+        With --processes N, each call forks N processes: two keys per process at least.
+        """
+        quick = int(STOP_WITHIN / self.seconds_per_key) if self.seconds_per_key else 1
+        processes = self.options.processes
+        return max(1, min(quick, KEYS_PER_ROUND)) if processes == 1 else max(quick, 2 * processes)
+
     def populate_once(self, table: dj.Table, keys: list[dict]) -> dict:
         """One DataJoint populate() call over `keys`, with the stop signals held."""
         global _in_pool
@@ -294,7 +307,7 @@ class Populator:
             _in_pool = processes > 1
             try:
                 return table.populate(
-                    keys if processes > 1 else keys[0],
+                    keys if len(keys) > 1 else keys[0],
                     reserve_jobs=True,
                     suppress_errors=True,
                     return_exception_objects=True,
@@ -348,7 +361,6 @@ class Populator:
                 log.warning("%s: re-queued %d orphaned reservation(s)", name, orphans)
         else:
             table.jobs.refresh()
-        chunk = 1 if self.options.processes == 1 else self.options.processes * 2
         bar = None
         if self.options.progress:
             bar = tqdm(total=table.progress()[0], desc=name, unit="key")
@@ -363,10 +375,13 @@ class Populator:
                         break
                     self.pause(due - time.monotonic() + 0.05)  # a retry is scheduled: wait
                     continue
-                for start in range(0, len(keys), chunk):
-                    if stop_requested():
-                        break
-                    result = self.populate_once(table, keys[start : start + chunk])
+                while keys and not stop_requested():
+                    chunk, keys = keys[: self.chunk_size()], keys[self.chunk_size() :]
+                    started = time.monotonic()
+                    result = self.populate_once(table, chunk)
+                    done = result["success_count"] + len(result["error_list"])
+                    if done:  # keys other workers took first cost next to nothing
+                        self.seconds_per_key = (time.monotonic() - started) / done
                     self.failures_in_a_row = 0
                     new_failures, stop = self.handle_errors(table, result["error_list"])
                     made += result["success_count"]
