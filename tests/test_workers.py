@@ -296,8 +296,8 @@ def test_a_killed_connection_is_retried_and_the_worker_goes_on(pipeline_env, req
     kill = (
         f"import time, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.work import Work\n"
         "while not Work.jobs.reserved: time.sleep(0.02)\n"
-        "(connection,) = Work.jobs.reserved.to_arrays('connection_id')\n"
-        f"Work.connection.query({KILL_CONNECTION[backend]!r}.format(int(connection[0])))\n"
+        "connection = int(Work.jobs.reserved.to_arrays('connection_id')[0])\n"
+        f"Work.connection.query({KILL_CONNECTION[backend]!r}.format(connection))\n"
         "print('killed')"
     )
     assert pipeline_env["run"](kill) == "killed"

@@ -427,6 +427,7 @@ class Populator:
                     self.pause(delay)
                     with contextlib.suppress(Exception):
                         table.connection.connect()
+                        table.connection.cancel_transaction()  # the lost one is no more
                         release_mine(table())
             made, failed = outcome.counts.get(table.__name__, (0, 0))
             if made or failed:
