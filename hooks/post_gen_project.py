@@ -38,8 +38,17 @@ def write_schema_modules(context: dict) -> None:
     )
 
 
+def protect_secrets(folder: Path = Path(".secrets")) -> None:
+    """Credentials are for the owner alone: the folder 0700, its files 0600."""
+    folder.chmod(0o700)
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o600)
+
+
 def main() -> None:
     write_schema_modules(json.loads(RENDERED_CONTEXT))
+    protect_secrets()
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class Work(dj.Computed):
         with open(os.environ["WORK_LOG"], "a") as log:
             log.write(f"{key['subject_id']} {os.getpid()}\\n")
         time.sleep(float(os.environ.get("WORK_SECONDS", "0.05")))
-        if key["subject_id"] == FAILING:
+        if str(key["subject_id"]) == os.environ.get("WORK_FAIL", "FAILING"):
             raise ValueError(f"bad subject {key['subject_id']}")
         self.insert1({**key, "worker_pid": os.getpid()})
 '''.replace("FAILING", str(FAILING))
@@ -176,21 +176,22 @@ def test_three_workers_make_every_key_exactly_once(pipeline_env):
     assert (work["done"], work["remaining"], work["reserved"]) == (KEYS - 1, 1, 0)
 
 
-def test_sigterm_stops_a_worker_cleanly(pipeline_env):
-    worker = start_worker(pipeline_env, WORK_SECONDS="2")
+def test_sigterm_lets_the_key_in_progress_finish(pipeline_env):
+    worker = start_worker(pipeline_env, WORK_SECONDS="1", WORK_FAIL="none")
     wait_for_a_reservation(pipeline_env)
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=30) == 128 + signal.SIGTERM
+    code = worker.wait(timeout=30)
     output = worker.stdout.read()
-    assert "interrupted key(s) back to pending" in output
+    assert code == 128 + signal.SIGTERM, output
+    assert "stopped by SIGTERM" in output and "Traceback" not in output
     after = state(pipeline_env)
-    interrupted = set(calls(pipeline_env)) - set(after["made"])
-    assert len(interrupted) == 1  # the key in progress was abandoned, not half-written
+    assert sorted(calls(pipeline_env)) == after["made"]  # the key in progress was finished
     assert after["jobs"]["reserved"] == 0 and after["jobs"]["error"] == 0
-    # Another worker takes the abandoned key, along with the rest.
-    finisher = start_worker(pipeline_env, WORK_SECONDS="0")
-    assert finisher.wait(timeout=120) == 1  # it meets the failing key
-    assert state(pipeline_env)["made"] == [k for k in range(1, KEYS + 1) if k != FAILING]
+    # Another worker takes the rest.
+    finisher = start_worker(pipeline_env, WORK_SECONDS="0", WORK_FAIL="none")
+    assert finisher.wait(timeout=120) == 0
+    assert state(pipeline_env)["made"] == list(range(1, KEYS + 1))
+    assert set(calls(pipeline_env).values()) == {1}
 
 
 def test_after_sigkill_the_orphaned_key_is_released_and_completed(pipeline_env):
@@ -218,3 +219,92 @@ def test_after_sigkill_the_orphaned_key_is_released_and_completed(pipeline_env):
     final = state(pipeline_env)
     assert final["made"] == [k for k in range(1, KEYS + 1) if k != FAILING]
     assert (final["jobs"]["reserved"], final["jobs"]["error"]) == (0, 1)
+
+
+TRIALS = 100  # per backend
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+def test_stop_signals_at_random_moments_leave_nothing_behind(
+    backend, worker_project, project_env, tmp_path
+):
+    """SIGTERM or SIGINT at a random moment of a worker, a `populate` or a worker with
+    --processes 2: exit 143 / 130, no traceback, no reservation or error row left, and a
+    fresh worker then completes every key, each made exactly once."""
+    prefix = f"wsig_{secrets.token_hex(3)}_"
+    env = clean_environment(
+        **BACKENDS[backend],
+        WK_SCHEMA_PREFIX=prefix,
+        WORK_LOG=str(tmp_path / "calls.log"),
+        WORK_SECONDS="0.005",
+        WORK_FAIL="none",
+    )
+    python = str(project_env / "bin" / "python")
+    script = Path(__file__).with_name("worker_trials.py")
+    seed = secrets.randbelow(10**6)
+    try:
+        done = subprocess.run(
+            [python, str(script), PACKAGE, str(TRIALS), "10", str(seed)],
+            cwd=worker_project,
+            env=env,
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        drop = (
+            f"import {PACKAGE}; {PACKAGE}.activate()\n"
+            f"for m in reversed({PACKAGE}.MODULES): m.schema.drop(prompt=False)"
+        )
+        subprocess.run(
+            [python, "-c", drop], cwd=worker_project, env=env, capture_output=True, check=False
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    expected = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
+    outcomes = Counter(
+        (t["kind"], t["signal"], "before" if t["finished_before_signal"] else "during", t["code"])
+        for t in result["trials"]
+    )
+    print(f"seed {seed}, {backend}: {dict(outcomes)} in {result['trials_seconds']:.0f} s")
+    signalled = [t for t in result["trials"] if not t["finished_before_signal"]]
+    assert len(signalled) >= 0.95 * TRIALS, outcomes  # keys left for (nearly) every trial
+    bad = [t for t in result["trials"] if t["tracebacks"]]
+    bad += [t for t in signalled if t["code"] != expected[t["signal"]]]
+    bad += [t for t in result["trials"] if t["finished_before_signal"] and t["code"] != 0]
+    assert not bad, (f"seed {seed}", outcomes, bad[0]["output"])
+    jobs = result["after_trials"]["jobs"]
+    assert (jobs["reserved"], jobs["error"]) == (0, 0), (f"seed {seed}", jobs)
+    assert result["final_code"] == 0, result["final_output"]
+    assert result["final"]["made"] == result["keys"]
+    assert result["final"]["jobs"]["total"] == 0
+    assert result["calls"] == {"1": result["keys"]}  # every key made once: none twice, none lost
+
+
+KILL_CONNECTION = {
+    "mariadb": "KILL {}",
+    "postgresql": "SELECT pg_terminate_backend({})",
+}
+
+
+def test_a_killed_connection_is_retried_and_the_worker_goes_on(pipeline_env, request):
+    """The server drops the worker's connection mid-make(): the worker reconnects,
+    retries that key after a backoff and completes every key, exiting 0."""
+    backend = request.node.callspec.params["pipeline_env"]
+    worker = start_worker(pipeline_env, "--backoff", "0.2", WORK_SECONDS="0.2", WORK_FAIL="none")
+    kill = (
+        f"import time, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.work import Work\n"
+        "while not Work.jobs.reserved: time.sleep(0.02)\n"
+        "connection = int(Work.jobs.reserved.to_arrays('connection_id')[0])\n"
+        f"Work.connection.query({KILL_CONNECTION[backend]!r}.format(connection))\n"
+        "print('killed')"
+    )
+    assert pipeline_env["run"](kill) == "killed"
+    assert worker.wait(timeout=120) == 0, worker.stdout.read()
+    output = worker.stdout.read()
+    assert "retry 1 of 5" in output or "reconnecting in" in output, output
+    assert "Traceback" not in output
+    after = state(pipeline_env)
+    assert after["made"] == list(range(1, KEYS + 1))
+    assert after["jobs"]["total"] == 0

@@ -7,7 +7,7 @@
 # Run from the project folder (it holds datajoint.json) with the project installed in
 # .venv (or a module/conda environment activated). Credentials: DJ_USER and DJ_PASS in the
 # environment, or the files in .secrets/ (see .secrets/README.md). At the time limit SLURM
-# sends SIGTERM: each worker abandons its key cleanly and the next job picks it up.
+# sends SIGTERM: each worker finishes the key in progress, then exits (exit status 143).
 #SBATCH --job-name={{ cookiecutter.project_slug }}-worker
 #SBATCH --array=1-4
 #SBATCH --cpus-per-task=1

@@ -28,6 +28,7 @@ from . import (
     schema_prefix,
     short_name,
     tables,
+    worker,
 )
 from .utils import datajoint_logs_to_stderr
 
@@ -77,26 +78,19 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def populate(args: argparse.Namespace) -> int:
-    """Fill every Imported and Computed table, upstream first."""
-    tables = auto_tables()
-    unknown = set(args.table) - {table.__name__ for table in tables}
-    if unknown:
-        known = ", ".join(table.__name__ for table in tables)
-        print(
-            f"error: no auto-populated table {', '.join(sorted(unknown))}; known: {known}",
-            file=sys.stderr,
-        )
+    """Fill every Imported and Computed table, upstream first (stops cleanly on SIGTERM/SIGINT)."""
+    try:
+        tables = worker.select_tables(args.table, [])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    activate()
-    failed = 0
+    with worker.stop_handlers():
+        activate()
+        code, outcome = worker.populate(tables, worker.options_from(args))
     for table in tables:
-        if args.table and table.__name__ not in args.table:
-            continue
-        result = table.populate(reserve_jobs=True, suppress_errors=True)
-        errors = result["error_list"]
-        failed += len(errors)
-        print(f"{table.__name__}: {result['success_count']} made, {len(errors)} failed")
-    return 1 if failed else 0
+        made, failed = outcome.counts.get(table.__name__, (0, 0))
+        print(f"{table.__name__}: {made} made, {failed} failed")
+    return code
 
 
 def status(args: argparse.Namespace) -> int:
@@ -285,15 +279,36 @@ def login(args: argparse.Namespace) -> int:
         )
         return 2
     secrets_dir = config_file.parent / ".secrets"
-    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    targets = [secrets_dir, secrets_dir / "database.user", secrets_dir / "database.password"]
+    linked = [path for path in targets if path.is_symlink()]
+    if linked:
+        print(
+            f"error: {linked[0]} is a symbolic link; refusing to write through it", file=sys.stderr
+        )
+        return 2
     user = args.user or input("Database user: ")
-    password = os.environ.get("DJ_PASS") or getpass.getpass("Database password: ")
+    password = os.environ.get("DJ_PASS")
+    if password and not args.password_from_env:
+        question = f"Store the password from $DJ_PASS in {secrets_dir}? [y/N] "
+        if not sys.stdin.isatty():
+            print(
+                "error: the password would come from $DJ_PASS; give --password-from-env to "
+                "store it, or unset DJ_PASS to be asked for one",
+                file=sys.stderr,
+            )
+            return 2
+        if input(question).strip().lower() not in ("y", "yes"):
+            password = None
+    if not password:
+        password = getpass.getpass("Database password: ")
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    secrets_dir.chmod(0o700)  # also when it existed with wider permissions
     for name, value in (("database.user", user), ("database.password", password)):
         path = secrets_dir / name
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)  # also when the file existed with wider permissions
         with os.fdopen(descriptor, "w") as file:
             file.write(value)
-        path.chmod(0o600)  # also when the file existed with wider permissions
     print(f"Saved database.user and database.password in {secrets_dir}")
     return 0
 
@@ -407,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     declare_parser.set_defaults(run=declare, writes=True)
     populate_parser = commands.add_parser("populate", help=populate.__doc__)
     populate_parser.add_argument("table", nargs="*", help="only these tables (class names)")
+    worker.add_populate_options(populate_parser)
     populate_parser.set_defaults(run=populate, writes=True)
     status_parser = commands.add_parser("status", help=status.__doc__)
     status_parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -458,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("diagram", help=diagram.__doc__).set_defaults(run=diagram)
     login_parser = commands.add_parser("login", help=login.__doc__)
     login_parser.add_argument("--user", help="database user (asked when omitted)")
+    login_parser.add_argument(
+        "--password-from-env",
+        action="store_true",
+        help="store the password in $DJ_PASS without asking (for scripts)",
+    )
     login_parser.set_defaults(run=login)
     return parser
 

@@ -7,36 +7,209 @@ worker only.
     python -m <package>.worker                  # one pass over every table, then exit
     python -m <package>.worker --loop 60        # a pass every 60 s until stopped
     python -m <package>.worker --schema ephys   # only the tables of some schemas
+    python -m <package>.worker --processes 4    # populate(processes=4): four forked processes
+    python -m <package>.worker --priority 3     # only jobs of priority 3 or more urgent
 
 Exit status: 0 when every key tried was made; 1 when a make() failed (logged with
-its key, and recorded in the table's jobs table: see ``python -m <package> status``);
-2 on a usage error; 128 + N when stopped by signal N (143 for SIGTERM, 130 for SIGINT).
+its key, and recorded in the table's jobs table: see ``python -m <package> status``)
+or the database stayed unreachable; 2 on a usage error; 128 + N when stopped by
+signal N (143 for SIGTERM, 130 for SIGINT).
 
-Stopping: SIGTERM or SIGINT abandons the key in progress. Its transaction is rolled
-back, so no partial rows remain, and its job goes back to pending for any worker to
-take. A worker killed with SIGKILL cannot do that: its key stays reserved until a
-worker started with ``--orphan-timeout SECONDS`` (longer than your slowest make())
-re-queues reservations older than that, or until ``python -m <package> status
---release-orphans SECONDS`` does it once.
+Stopping: SIGTERM or SIGINT only asks for a stop. The signal is held while a key is
+being made, so no query is ever cut in the middle: the key in progress is finished
+(committed, its job closed), then the worker exits. A make() that runs for long can
+call ``check_stop()`` at a safe point of its own: the stop then rolls its transaction
+back and puts its job back to pending for any worker to take. A worker killed with
+SIGKILL cannot do either: the server rolls its transaction back, but its key stays
+reserved until a worker started with ``--orphan-timeout SECONDS`` (longer than your
+slowest make()) re-queues reservations older than that, or until
+``python -m <package> status --release-orphans SECONDS`` does it once.
+
+Transient database errors -- deadlock, lock wait timeout, lost connection -- are
+retried with exponential backoff (``--retries``, ``--backoff``): the key goes back to
+pending, scheduled after the delay, and the connection is re-established.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import platform
+import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import datajoint as dj
+from datajoint import autopopulate
+from tqdm import tqdm
 
-from . import activate, auto_tables, health
+from . import activate, auto_tables, health, operations
 from .utils import datajoint_logs_to_stderr
 
 log = logging.getLogger(__name__)
 
-STOPPED_BY = "SystemExit"  # DataJoint records an interrupted make() with this error
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+KEYS_PER_ROUND = 64  # pending keys fetched at once, then handed to populate() in chunks
+STOP_WITHIN = 0.5  # seconds: a chunk of quick keys is sized so that a stop waits no longer
+
+# MySQL/MariaDB error codes worth trying again: lock wait timeout, deadlock, server gone
+# away, lost connection, connection killed, server shutting down, cannot connect.
+TRANSIENT_MYSQL_CODES = {1205, 1213, 2006, 2013, 1927, 1053, 2003}
+# PostgreSQL SQLSTATEs: serialization failure, deadlock, lock not available, query
+# cancelled, admin shutdown / terminated, crash shutdown, cannot connect now, connection errors.
+TRANSIENT_PG_CODES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"}
+
+
+class StopRequested(Exception):
+    """Raised by check_stop() inside make(): the key is rolled back and re-queued."""
+
+
+_stop_signal: int | None = None  # the first stop signal received
+_in_pool = False  # a populate(processes=N) call is forking its pool
+
+
+def _request_stop(signum: int, frame: object) -> None:
+    """The signal handler: only remember the request (never raise in the middle of a query)."""
+    global _stop_signal
+    if _stop_signal is None:
+        _stop_signal = signum
+
+
+def stop_requested() -> bool:
+    """Has SIGTERM or SIGINT asked this worker to stop (also while the signals are held)?"""
+    return _stop_signal is not None or bool(signal.sigpending() & set(STOP_SIGNALS))
+
+
+def check_stop() -> None:
+    """Call at a safe point of a long make(): stops there if a stop was asked for.
+
+    The key's transaction is rolled back and its job put back to pending.
+    """
+    if stop_requested():
+        raise StopRequested("the worker was asked to stop")
+
+
+@contextlib.contextmanager
+def stop_handlers() -> Iterator[None]:
+    """SIGTERM and SIGINT set a flag for the duration (they never raise); re-entrant."""
+    global _stop_signal
+    if signal.getsignal(signal.SIGTERM) is _request_stop:
+        yield
+        return
+    _stop_signal = None
+    previous = {signum: signal.signal(signum, _request_stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT while a key is made; they arrive (to our flag) afterwards.
+
+    DataJoint's populate() installs a SIGTERM handler that raises SystemExit wherever
+    the program is -- possibly inside a query, breaking the connection. Held signals
+    never reach it: they are delivered once populate() has put our handler back.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class _KeepStopHandlers:
+    """The signal module as datajoint.autopopulate sees it: while our stop handlers are
+    in place, its populate() may not replace them with one that raises SystemExit.
+
+    Holding the signals (above) is not enough on its own: the kernel may deliver a
+    signal to another thread that does not hold it, and Python then runs whatever
+    handler is current in the main thread.
+    """
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(signal, name)
+
+    @staticmethod
+    def signal(signum: int, handler: object) -> object:
+        if signum in STOP_SIGNALS and signal.getsignal(signum) is _request_stop:
+            return _request_stop
+        return signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+autopopulate.signal = _KeepStopHandlers()  # type: ignore[assignment]
+
+
+def _in_make(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "_populate1":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _pool_child_stop(signum: int, frame: object) -> None:
+    """In a populate(processes=N) child: finish the key in progress; when idle, exit."""
+    if not _in_make(frame):
+        raise SystemExit(0)
+
+
+def _after_fork_in_child() -> None:
+    """Pool children of populate(processes=N): the parent decides when to stop."""
+    if _in_pool:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
+        signal.signal(signal.SIGTERM, _pool_child_stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Deadlock, lock wait timeout or lost connection: worth trying again after a pause."""
+    if isinstance(error, dj.errors.LostConnectionError):
+        return True
+    code = error.args[0] if error.args else None
+    if isinstance(code, int):  # a MySQL/MariaDB error
+        return code in TRANSIENT_MYSQL_CODES
+    pgcode = getattr(error, "pgcode", None)
+    if pgcode in TRANSIENT_PG_CODES or (pgcode or "").startswith("08"):
+        return True
+    # psycopg2 reports a connection closed under it without a code
+    return type(error).__name__ in {"OperationalError", "InterfaceError"} and pgcode is None
+
+
+@dataclass
+class Options:
+    """How to populate: the worker's command-line options."""
+
+    max_calls: int | None = None
+    orphan_timeout: float | None = None
+    processes: int = 1
+    priority: int | None = None
+    retries: int = 5
+    backoff: float = 1.0
+    progress: bool = False
+
+
+@dataclass
+class Outcome:
+    """What a pass did."""
+
+    made: int = 0
+    failed: int = 0
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # table: (made, failed)
+
+
+class DatabaseUnavailable(Exception):
+    """Transient errors persisted beyond the retries."""
 
 
 def schema_of(table: type[dj.Table]) -> str:
@@ -59,61 +232,212 @@ def select_tables(tables: Sequence[str], schemas: Sequence[str]) -> list[type[dj
     ]
 
 
-def release_abandoned(table: type[dj.Table]) -> int:
-    """Put the jobs this worker holds or just interrupted back to pending for others."""
+def requeue(table: dj.Table, keys: list[dict], delay: float = 0) -> None:
+    """Put jobs back to pending, schedulable after `delay` seconds (for every worker)."""
+    if not keys:
+        return
     jobs = table.jobs
-    mine = jobs & {"connection_id": table.connection.connection_id}
-    abandoned = [
-        {name: row[name] for name in jobs.primary_key}
-        for row in mine.proj("status", "error_message").to_dicts()
-        if row["status"] == "reserved"
-        or (row["status"] == "error" and row["error_message"].startswith(STOPPED_BY))
-    ]
-    for key in abandoned:
+    for key in keys:
         (jobs & key).delete_quick()
-    if abandoned:
-        jobs.refresh()
-    return len(abandoned)
+    jobs.refresh(keys, delay=delay)
 
 
-def run_pass(
-    tables: list[type[dj.Table]], max_calls: int | None, orphan_timeout: float | None
-) -> tuple[int, int]:
-    """Populate each table once, upstream first; returns (keys made, keys failed)."""
-    made = failed = 0
-    for table in tables:
-        if max_calls is not None and made + failed >= max_calls:
-            break
-        if orphan_timeout:
-            orphans = table.jobs.refresh(orphan_timeout=orphan_timeout)["orphaned"]
+def release_mine(table: dj.Table) -> int:
+    """Re-queue the reservations this process holds (after an error cut a key short)."""
+    mine = table.jobs.reserved & {"host": platform.node(), "pid": os.getpid()}
+    keys = mine.keys()
+    requeue(table, keys)
+    return len(keys)
+
+
+def pending_keys(table: dj.Table, priority: int | None) -> list[dict]:
+    """A round of pending keys, most urgent first, shuffled within each priority.
+
+    Shuffling spreads concurrent workers over different keys, so they do not all
+    race for the same reservation.
+    """
+    jobs = table.jobs
+    pending = jobs.pending & "scheduled_time <= CURRENT_TIMESTAMP(3)"
+    if priority is not None:
+        pending &= f"priority <= {int(priority)}"
+    rows = pending.proj("priority").to_dicts(
+        order_by="priority ASC, scheduled_time ASC", limit=KEYS_PER_ROUND
+    )
+    random.shuffle(rows)
+    rows.sort(key=lambda row: row["priority"])  # stable: shuffled within a priority
+    return [{name: row[name] for name in jobs.primary_key} for row in rows]
+
+
+class Populator:
+    """Populates tables key by key, stopping between keys and retrying transient errors."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.attempts: dict[tuple[str, str], int] = {}
+        self.retry_due: dict[str, float] = {}  # table: when its last re-queued key is due
+        self.failures_in_a_row = 0
+        self.seconds_per_key = 0.0  # measured: wall time of a populate() call per key made
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential, capped at a minute, with jitter so workers do not retry in step."""
+        return min(60.0, self.options.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, but wake up for a stop request."""
+        deadline = time.monotonic() + seconds
+        while not stop_requested() and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def chunk_size(self) -> int:
+        """Keys per populate() call: one for slow make()s, more for quick ones.
+
+        A stop waits for the chunk in progress, so chunks last about STOP_WITHIN seconds;
+        each populate() call costs a few queries of its own, so quick keys go together.
+        With --processes N, each call forks N processes: two keys per process at least.
+        """
+        quick = int(STOP_WITHIN / self.seconds_per_key) if self.seconds_per_key else 1
+        processes = self.options.processes
+        return max(1, min(quick, KEYS_PER_ROUND)) if processes == 1 else max(quick, 2 * processes)
+
+    def populate_once(self, table: dj.Table, keys: list[dict]) -> dict:
+        """One DataJoint populate() call over `keys`, with the stop signals held."""
+        global _in_pool
+        processes = self.options.processes
+        with signals_held():
+            _in_pool = processes > 1
+            try:
+                return table.populate(
+                    keys if len(keys) > 1 else keys[0],
+                    reserve_jobs=True,
+                    suppress_errors=True,
+                    return_exception_objects=True,
+                    max_calls=len(keys),
+                    processes=processes,
+                    priority=self.options.priority,
+                    refresh=False,
+                )
+            finally:
+                _in_pool = False
+
+    def handle_errors(self, table: dj.Table, errors: list) -> tuple[int, bool]:
+        """Log failed keys; re-queue stopped and transient ones. Returns (failed, stop)."""
+        failed, stop = 0, False
+        name = type(table).__name__
+        for key, error in errors:
+            key = {attr: key[attr] for attr in table.jobs.primary_key}
+            if isinstance(error, StopRequested):
+                requeue(table, [key])
+                stop = True
+                continue
+            attempt = self.attempts.get((name, repr(key)), 0) + 1
+            if is_transient(error) and attempt <= self.options.retries:
+                self.attempts[(name, repr(key))] = attempt
+                delay = self.backoff(attempt)
+                log.warning(
+                    "%s %s: %s: %s; retry %d of %d in %.1f s",
+                    name,
+                    key,
+                    type(error).__name__,
+                    error,
+                    attempt,
+                    self.options.retries,
+                    delay,
+                )
+                requeue(table, [key], delay=delay)
+                self.retry_due[name] = max(self.retry_due.get(name, 0), time.monotonic() + delay)
+                continue
+            log.error("%s %s failed: %s: %s", name, key, type(error).__name__, error)
+            failed += 1
+        return failed, stop
+
+    def table(self, table_class: type[dj.Table], budget: int | None, outcome: Outcome) -> None:
+        """Populate one table until no key is left, the budget is spent or a stop is asked."""
+        name = table_class.__name__
+        table = table_class()  # one instance: its jobs table is looked up once
+        made, failed = outcome.counts.get(name, (0, 0))
+        if self.options.orphan_timeout:
+            orphans = table.jobs.refresh(orphan_timeout=self.options.orphan_timeout)["orphaned"]
             if orphans:
-                log.warning("%s: re-queued %d orphaned reservation(s)", table.__name__, orphans)
-        budget = None if max_calls is None else max_calls - made - failed
+                log.warning("%s: re-queued %d orphaned reservation(s)", name, orphans)
+        else:
+            table.jobs.refresh()
+        bar = None
+        if self.options.progress:
+            bar = tqdm(total=table.progress()[0], desc=name, unit="key")
         try:
-            result = table.populate(reserve_jobs=True, suppress_errors=True, max_calls=budget)
-        except SystemExit:
-            released = release_abandoned(table)
-            log.warning(
-                "%s: stopped; %d interrupted key(s) back to pending", table.__name__, released
-            )
-            raise
-        for key, message in result["error_list"]:
-            log.error("%s %s failed: %s", table.__name__, key, message)
-        made += result["success_count"]
-        failed += len(result["error_list"])
-        if result["success_count"] or result["error_list"]:
-            log.info(
-                "%s: %d made, %d failed",
-                table.__name__,
-                result["success_count"],
-                len(result["error_list"]),
-            )
-    return made, failed
+            while not stop_requested() and (budget is None or made + failed < budget):
+                keys = pending_keys(table, self.options.priority)
+                if budget is not None:
+                    keys = keys[: budget - made - failed]
+                if not keys:
+                    due = self.retry_due.pop(name, None)
+                    if due is None:
+                        break
+                    self.pause(due - time.monotonic() + 0.05)  # a retry is scheduled: wait
+                    continue
+                while keys and not stop_requested():
+                    chunk, keys = keys[: self.chunk_size()], keys[self.chunk_size() :]
+                    started = time.monotonic()
+                    result = self.populate_once(table, chunk)
+                    done = result["success_count"] + len(result["error_list"])
+                    if done:  # keys other workers took first cost next to nothing
+                        self.seconds_per_key = (time.monotonic() - started) / done
+                    self.failures_in_a_row = 0
+                    new_failures, stop = self.handle_errors(table, result["error_list"])
+                    made += result["success_count"]
+                    failed += new_failures
+                    outcome.made += result["success_count"]
+                    outcome.failed += new_failures
+                    outcome.counts[name] = (made, failed)
+                    if bar is not None:
+                        bar.update(result["success_count"] + new_failures)
+                    if stop:
+                        return
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def run_pass(self, tables: list[type[dj.Table]]) -> Outcome:
+        """Populate each table once, upstream first."""
+        outcome = Outcome()
+        for table in tables:
+            budget = self.options.max_calls
+            if budget is not None:
+                budget -= outcome.made + outcome.failed
+            if stop_requested() or (budget is not None and budget <= 0):
+                break
+            while not stop_requested():
+                try:
+                    self.table(table, budget, outcome)
+                    break
+                except Exception as error:
+                    if not is_transient(error):
+                        raise
+                    self.failures_in_a_row += 1
+                    if self.failures_in_a_row > self.options.retries:
+                        raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
+                    delay = self.backoff(self.failures_in_a_row)
+                    log.warning(
+                        "%s: %s: %s; reconnecting in %.1f s",
+                        table.__name__,
+                        type(error).__name__,
+                        error,
+                        delay,
+                    )
+                    self.pause(delay)
+                    with contextlib.suppress(Exception):
+                        table.connection.connect()
+                        table.connection.cancel_transaction()  # the lost one is no more
+                        release_mine(table())
+            made, failed = outcome.counts.get(table.__name__, (0, 0))
+            if made or failed:
+                log.info("%s: %d made, %d failed", table.__name__, made, failed)
+        return outcome
 
 
-def stop_on(signum: int, frame: object) -> None:
-    """SIGINT and SIGTERM stop the worker the way DataJoint's populate stops on SIGTERM."""
-    raise SystemExit(f"{signal.Signals(signum).name} received")
+def stopped_exit_code() -> int:
+    """128 + the signal that stopped us (143 for SIGTERM, 130 for SIGINT)."""
+    return 128 + (_stop_signal or signal.SIGTERM)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--schema", action="append", default=[], help="only this schema (repeatable)"
     )
-    parser.add_argument("--max-calls", type=int, metavar="N", help="at most N keys per pass")
+    add_populate_options(parser)
     parser.add_argument(
         "--orphan-timeout",
         type=float,
@@ -141,6 +465,101 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def add_populate_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the worker and `python -m <package> populate`."""
+    parser.add_argument(
+        "--max-calls", type=positive_int, metavar="N", help="at most N keys per pass"
+    )
+    parser.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="populate(processes=N): N forked processes (default 1)",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        metavar="N",
+        help="only jobs of priority N or more urgent (lower numbers first; default all)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="tries again after a deadlock, lock timeout or lost connection (default 5)",
+    )
+    parser.add_argument(
+        "--backoff",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="first retry delay, doubled each time up to 60 s (default 1)",
+    )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="progress bar (default: on a terminal)",
+    )
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(
+        max_calls=args.max_calls,
+        orphan_timeout=getattr(args, "orphan_timeout", None),
+        processes=args.processes,
+        priority=args.priority,
+        retries=args.retries,
+        backoff=args.backoff,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+    )
+
+
+def populate(
+    tables: list[type[dj.Table]], options: Options, loop: float | None = None
+) -> tuple[int, Outcome]:
+    """Run passes over `tables` until done (or forever with `loop`); returns (exit code, last pass).
+
+    Must run in the main thread: it handles SIGTERM and SIGINT.
+    """
+    populator = Populator(options)
+    errors = 0
+    outcome = Outcome()
+    with stop_handlers():  # already in place when the caller installed them first
+        try:
+            while not stop_requested():
+                outcome = populator.run_pass(tables)
+                errors += outcome.failed
+                if loop is None:
+                    break
+                if not (outcome.made or outcome.failed):
+                    populator.pause(loop)
+        except DatabaseUnavailable as error:
+            log.error("database unavailable, giving up: %s", error)
+            return 1, outcome
+        except dj.DataJointError as error:
+            log.error("%s: %s", type(error).__name__, error)
+            return 1, outcome
+        if stop_requested():
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # deliver a held signal
+            name = signal.Signals(_stop_signal or signal.SIGTERM).name
+            log.warning("stopped by %s; the key in progress was finished or re-queued", name)
+            return stopped_exit_code(), outcome
+    return (1 if errors else 0), outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,29 +573,15 @@ def main(argv: list[str] | None = None) -> int:
         tables = select_tables(args.table, args.schema)
     except ValueError as error:
         parser.error(str(error))
-    activate()
-    health.start_heartbeat()  # for container health checks, when WORKER_HEARTBEAT_FILE is set
-    log.info("worker started: %s", ", ".join(f"{schema_of(t)}.{t.__name__}" for t in tables))
-    previous = {
-        signum: signal.signal(signum, stop_on) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    errors = 0
-    try:
-        while True:
-            made, failed = run_pass(tables, args.max_calls, args.orphan_timeout)
-            errors += failed
-            if args.loop is None:
-                break
-            if not (made or failed):
-                time.sleep(args.loop)
-    except SystemExit as stop:
-        log.warning("worker stopped: %s", stop)
-        return 128 + (signal.SIGINT if "SIGINT" in str(stop) else signal.SIGTERM)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    log.info("worker finished: %s", "errors were met" if errors else "no errors")
-    return 1 if errors else 0
+    with stop_handlers():
+        activate()
+        operations.announce(writes=True)  # the schema set it works on, production said so
+        health.start_heartbeat()  # for container health checks, when WORKER_HEARTBEAT_FILE is set
+        log.info("worker started: %s", ", ".join(f"{schema_of(t)}.{t.__name__}" for t in tables))
+        code, _ = populate(tables, options_from(args), loop=args.loop)
+    if code in (0, 1):
+        log.info("worker finished: %s", "errors were met" if code else "no errors")
+    return code
 
 
 if __name__ == "__main__":
