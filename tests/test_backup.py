@@ -21,11 +21,8 @@ PACKAGE = "bkup"
 
 FILL = f"""
 import {PACKAGE}
-from {PACKAGE}.sample_data import insert_sample_data
 {PACKAGE}.activate()
-insert_sample_data()
-for table in {PACKAGE}.auto_tables():
-    table.populate()
+{PACKAGE}.insert_sample_data()  # and populate
 """
 
 # Every table of the pipeline (parts included) under one prefix: a digest of all values, with
@@ -37,11 +34,8 @@ import {PACKAGE}
 
 def tables():
     for module in {PACKAGE}.MODULES:
-        for table in vars(module).values():
-            if isinstance(table, type) and issubclass(table, dj.Table) and table.__module__ == module.__name__:
-                yield table
-                yield from (part for part in vars(table).values()
-                            if isinstance(part, type) and issubclass(part, dj.Part))
+        for table in {PACKAGE}.tables(module):
+            yield from {PACKAGE}.with_parts(table)
 
 prefix = sys.argv[1]
 {PACKAGE}.activate(prefix)

@@ -166,9 +166,9 @@ def test_structured_spec_from_a_data_file(tmp_path, template_repo):
     project = tmp_path / "project"
     copier("copy", "--quiet", "--trust", "--defaults", "--data-file", data, template_repo,
            project, cwd=tmp_path)  # fmt: skip
-    init = (project / "src" / "lab" / "__init__.py").read_text()
+    init = (project / "src" / "lab" / "pipeline" / "__init__.py").read_text()
     assert re.search(r"MODULES = \(mouse, scan, behavior, stats\)", init), init
-    assert "Mice of the colony." in (project / "src" / "lab" / "mouse.py").read_text()
+    assert "Mice of the colony." in (project / "src" / "lab" / "pipeline" / "mouse.py").read_text()
     recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert list(recorded["schemas"]) == list(spec)
 
@@ -240,7 +240,7 @@ def test_answers_are_checked_as_they_are_given(tmp_path, template_repo):
     assert answers["author_email"] == "alice@example.org"
     assert answers["schemas"] == "mouse; scan <- mouse"
     assert "s3_bucket" not in answers
-    assert (project / "src" / "workflow" / "scan.py").is_file()
+    assert (project / "src" / "workflow" / "pipeline" / "scan.py").is_file()
 
 
 def test_cookiecutter_refusal_says_how_to_retry_without_retyping(tmp_path, template_repo):
@@ -288,8 +288,9 @@ def release(template_repo: Path, version: str) -> None:
 @pytest.mark.slow
 def test_copier_update_keeps_edits_and_brings_template_changes(copier_project, template_repo):
     project, package = copier_project, copier_project / "src" / "workflow"
+    pipeline = package / "pipeline"
     # The lab adds a table to a generated module and edits the README.
-    with (package / "subject.py").open("a") as module:
+    with (pipeline / "subject.py").open("a") as module:
         module.write(
             '\n\n@schema\nclass Weighing(dj.Manual):\n    definition = """\n'
             '    -> Subject\n    weighing_date : date\n    ---\n    weight : float64\n    """\n'
@@ -303,15 +304,15 @@ def test_copier_update_keeps_edits_and_brings_template_changes(copier_project, t
     edit(template_package / "utils.py", "DURATION = 2.0", "DURATION = 3.0")
     edit(
         template_package / "scaffold.py",
-        '    """One $name entry, entered by hand or from another lab system."""',
-        '    """One $name entry, entered by hand or imported from another lab system."""',
+        '    """One $name, entered by hand or from another lab system."""',
+        '    """One $name, entered by hand or imported from another lab system."""',
     )
     with (template_repo / "{{cookiecutter.project_slug}}" / "README.md").open("a") as readme:
         readme.write("\nTemplate news.\n")
     release(template_repo, "0.2.0")
 
     copier("update", "--trust", "--defaults", cwd=project)
-    subject = (package / "subject.py").read_text()
+    subject = (pipeline / "subject.py").read_text()
     assert "class Weighing(dj.Manual)" in subject  # the lab's table survived
     assert "imported from another lab system" in subject  # the module writer's change arrived
     assert "DURATION = 3.0" in (package / "utils.py").read_text()

@@ -123,17 +123,15 @@ EXPECTED = [
     "attribute depth changed",
     "attribute operator is in code only",
     "attribute notes is in the database only",
-    "primary key: database (subject_id), code (subject_id, take)",
+    "primary key: database (subject_id, session_id), code (subject_id, session_id, take)",
     "attribute gain changed",
 ]
 
 FILL = f"""
 import {PACKAGE}
-from {PACKAGE} import ephys
-from {PACKAGE}.sample_data import insert_sample_data
+from {PACKAGE}.pipeline import ephys
 {PACKAGE}.activate()
-insert_sample_data()
-{PACKAGE}.auto_tables()[0].populate()  # sessions
+{PACKAGE}.insert_sample_data()  # subjects and sessions
 sessions = ephys.session.Session.proj().to_dicts()
 ephys.ProbeInsertion.insert(
     {{**key, "probe_type": "neuropixels1", "inserted_on": "2026-01-0" + str(i + 1)}}
@@ -146,10 +144,16 @@ for table in {PACKAGE}.auto_tables():
 
 @pytest.fixture(scope="module")
 def project(cookies_session, project_env) -> Path:
-    result = cookies_session.bake(extra_context={"package_name": PACKAGE, "project_name": "Ops"})
+    result = cookies_session.bake(
+        extra_context={
+            "package_name": PACKAGE,
+            "project_name": "Ops",
+            "schemas": "subject; session <- subject; ephys <- session",  # ephys is the lab's
+        }
+    )
     assert result.exit_code == 0, result.exception
     path = Path(result.project_path)
-    (path / "src" / PACKAGE / "ephys.py").write_text(EPHYS)
+    (path / "src" / PACKAGE / "pipeline" / "ephys.py").write_text(EPHYS)
     install(project_env, path)
     return path
 
@@ -171,7 +175,7 @@ def test_check_status_and_reset_on_a_realistic_pipeline(project, project_env, ba
         assert f"schemas: {prefix}* (personal)" in done.stderr
         return done
 
-    module = project / "src" / PACKAGE / "ephys.py"
+    module = project / "src" / PACKAGE / "pipeline" / "ephys.py"
     module.write_text(EPHYS)
     try:
         assert command("declare").returncode == 0

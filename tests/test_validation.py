@@ -491,7 +491,7 @@ def test_overwrite_changes_no_file_of_the_users_when_an_answer_fails(tmp_path, c
     project = tmp_path / "out" / "my-pipeline"
     (project / "README.md").write_text("my own readme\n")
     (project / "tests" / "test_pipeline.py").write_text("def test_mine(): pass\n")
-    (project / "src" / "workflow" / "subject.py").unlink()
+    (project / "src" / "workflow" / "pipeline" / "subject.py").unlink()
     (project / "notes.txt").write_text("mine\n")
     before = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
     ok, err = bake(tmp_path, capfd, config=config, overwrite=True)
