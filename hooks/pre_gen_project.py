@@ -874,12 +874,16 @@ def with_default_roles(schemas: list[Schema]) -> list[Schema]:
     has_downstream = {parent for schema in schemas for parent in schema.upstream}
     result = []
     for schema in schemas:
-        role = schema.role or KNOWN_ROLES.get(schema.name) or (
-            "acquisition"
-            if not schema.upstream
-            else "processing"
-            if schema.name in has_downstream
-            else "analysis"
+        role = (
+            schema.role
+            or KNOWN_ROLES.get(schema.name)
+            or (
+                "acquisition"
+                if not schema.upstream
+                else "processing"
+                if schema.name in has_downstream
+                else "analysis"
+            )
         )
         result.append(Schema(schema.name, schema.upstream, schema.description, role))
     return result
