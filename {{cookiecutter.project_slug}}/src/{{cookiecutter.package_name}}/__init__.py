@@ -17,8 +17,7 @@ from datajoint.expression import QueryExpression
 from datajoint.settings import find_config_file
 from dotenv import dotenv_values
 
-from . import _compat  # noqa: F401  (fixes stored values on MariaDB; see _compat.py)
-from . import devdb
+from . import _compat, devdb  # noqa: F401 - _compat fixes stored values on MariaDB
 from .pipeline import MODULES
 from .pipeline.version import SCHEMA_VERSIONS, __version__
 from .utils import prepare_stores

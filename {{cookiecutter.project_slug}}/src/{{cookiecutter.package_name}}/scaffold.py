@@ -232,11 +232,13 @@ def test_${lower}_has_sample_rows(pipeline):
 TEST_IMPORTED = Template("""
 
 def test_${lower}_channels(pipeline):
-    recordings = $name.$table()
+    table = $name.$table
+    devices = $name.$device
+    recordings = table()
     assert len(recordings) > 0
     for key in recordings.proj().to_dicts():
-        channels = ($name.$table.Channel & key).to_dicts()
-        assert len(channels) == ($name.$device & key).fetch1("num_channels")
+        channels = (table.Channel & key).to_dicts()
+        assert len(channels) == (devices & key).fetch1("num_channels")
         assert all(np.isfinite(channel["signal"]).all() for channel in channels)
 """)
 
@@ -411,7 +413,7 @@ def module_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], b
             device_words=re.sub(r"(?<!^)(?=[A-Z])", " ", lookup).lower() + "s",
             contents="[\n"
             + "".join(
-                f'        {{"{key}": "{kind}", "num_channels": {channels}}},\n'
+                sample_row(f'{{"{key}": "{kind}", "num_channels": {channels}}}', " " * 8)
                 for kind, channels in contents
             )
             + "    ]",
@@ -480,13 +482,15 @@ def sample_entries(plan: list[dict], tables: dict[str, str], kinds: dict[str, st
     return "".join(entries)
 
 
-def sample_row(row: str) -> str:
-    """One sample row as ruff formats it: on one line if it fits, else one field a line."""
-    line = f"            {row},\n"
+def sample_row(row: str, indent: str = " " * 12) -> str:
+    """One row (a dict literal) of a list, as ruff formats it: on one line if it fits,
+    else one field a line."""
+    line = f"{indent}{row},\n"
     if len(line) <= LINE_LENGTH + 1:
         return line
     fields = re.findall(r'"[^"]*": (?:"[^"]*"|datetime\.date\([^)]*\)|[^,}]+)', row)
-    return "            {\n" + "".join(f"                {f},\n" for f in fields) + "            },\n"
+    inner = "".join(f"{indent}    {field},\n" for field in fields)
+    return f"{indent}{{\n{inner}{indent}}},\n"
 
 
 def write_pipeline(
