@@ -256,16 +256,24 @@ def names_in(tree: ast.AST) -> set[str]:
     return names
 
 
-def probe_scaffold(scaffold: Path) -> tuple[set[str], set[str]]:
-    """Run the template's scaffold on PROBE_PLAN: (modules it writes besides the schema
-    modules, every name used in the files it writes)."""
-    # The template's copy is wrapped in Jinja's raw tags, which both tools render away
-    # (spelt in pieces here: this hook is rendered too).
+def load_template_scaffold(scaffold: Path) -> types.ModuleType:
+    """The template's scaffold.py as a module.
+
+    The template's copy is wrapped in Jinja's raw tags, which cookiecutter and copier
+    render away (spelt in pieces here: this hook is rendered too).
+    """
     source = scaffold.read_text(encoding="utf-8").removeprefix("{" + "% raw %" + "}")
     module = types.ModuleType("template_scaffold")
     sys.modules[module.__name__] = module  # dataclasses look their module up there
     code = compile(source.removesuffix("{" + "% endraw %" + "}"), str(scaffold), "exec")
     exec(code, vars(module))  # noqa: S102 - the template's own module writer
+    return module
+
+
+def probe_scaffold(scaffold: Path) -> tuple[set[str], set[str]]:
+    """Run the template's scaffold on PROBE_PLAN: (modules it writes besides the schema
+    modules, every name used in the files it writes)."""
+    module = load_template_scaffold(scaffold)
     probe = {schema["name"] for schema in PROBE_PLAN}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

@@ -256,8 +256,8 @@ def test_mapping_spec_keeps_the_order_written(tmp_path):
     assert module_order(tmp_path / "my-pipeline", "workflow") == ["zeta", "alpha", "mid", "beta"]
 
 
-def test_add_schema_keeps_the_cruft_answers_in_step(tmp_path):
-    scaffold = load_module(
+def test_add_schema_keeps_the_cruft_answers_in_step(tmp_path, pre_gen):
+    scaffold = pre_gen.load_template_scaffold(
         TEMPLATE
         / "{{cookiecutter.project_slug}}"
         / "src"

@@ -1,13 +1,13 @@
 """Command line of the pipeline: `python -m <package> --help`."""
 
 import argparse
-import datetime
 import getpass
 import json
 import os
 import re
 import secrets
 import sys
+import time
 from pathlib import Path
 
 import datajoint as dj
@@ -353,9 +353,7 @@ def backup(args: argparse.Namespace) -> int:
     from . import backup as backups
 
     prefix = schema_prefix()
-    folder = args.folder or Path("backups") / (
-        f"{prefix}{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}"
-    )
+    folder = args.folder or Path("backups") / (prefix + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     try:
         manifest = backups.backup(Path(folder), prefix)
     except backups.BackupError as error:
