@@ -406,8 +406,11 @@ def test_add_schema_keeps_long_imports_formatted(cookies):
     project = bake(cookies, schemas="; ".join(roots))
     scaffold = load_module(project / "src" / "workflow" / "scaffold.py")
     package = project / "src" / "workflow"
-    scaffold.add_schema(package, project / "tests", "delta_recordings_session", [], blob="")
-    sample = (package / "sample_data.py").read_text()
+    tables = {root: [root.title().replace("_", "")] for root in roots}
+    scaffold.add_schema(
+        package, project / "tests", "delta_recordings_session", [], tables=tables, blob=""
+    )
+    sample = (package / "pipeline" / "sample_data.py").read_text()
     assert "from . import (\n    alpha_recordings_session,\n" in sample
     assert "    delta_recordings_session,\n    gamma_recordings_session,\n)" in sample
     assert_ruff_clean(project, "check")

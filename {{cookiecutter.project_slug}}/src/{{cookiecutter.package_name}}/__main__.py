@@ -353,7 +353,8 @@ def backup(args: argparse.Namespace) -> int:
     from . import backup as backups
 
     prefix = schema_prefix()
-    folder = args.folder or Path("backups") / (prefix + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    folder = args.folder or Path("backups") / f"{prefix}{stamp}"
     try:
         manifest = backups.backup(Path(folder), prefix)
     except backups.BackupError as error:
