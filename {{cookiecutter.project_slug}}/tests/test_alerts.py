@@ -107,7 +107,7 @@ def test_each_new_error_is_reported_once_by_webhook_and_email(
 
 
 def test_alerts_are_rate_limited_and_nothing_is_lost(failing_table, webhook, tmp_path):
-    table, fail = failing_table
+    _, fail = failing_table
     url, posts = webhook
     config = write_project(
         tmp_path, {"webhook": True, "min_interval": 3600}, {"alerts.webhook_url": url}
@@ -124,7 +124,7 @@ def test_alerts_are_rate_limited_and_nothing_is_lost(failing_table, webhook, tmp
 
 
 def test_a_failed_delivery_is_sent_later(failing_table, webhook, tmp_path):
-    table, fail = failing_table
+    _, fail = failing_table
     url, posts = webhook
     closed = socket.create_server(("127.0.0.1", 0))
     dead_url = f"http://127.0.0.1:{closed.getsockname()[1]}/"
@@ -143,7 +143,7 @@ def test_a_failed_delivery_is_sent_later(failing_table, webhook, tmp_path):
 def test_watch_once_reports_from_the_command_line(
     failing_table, webhook, tmp_path, monkeypatch, capsys
 ):
-    table, fail = failing_table
+    _, fail = failing_table
     url, posts = webhook
     write_project(tmp_path, {"webhook": True}, {"alerts.webhook_url": url})
     monkeypatch.chdir(tmp_path)

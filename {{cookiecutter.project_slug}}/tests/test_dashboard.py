@@ -116,7 +116,7 @@ def test_page_draws_the_diagram_and_progress_bars_in_chromium(serve, failing_tab
 
 
 def test_no_password_in_any_response(serve, failing_table, monkeypatch):
-    table, fail = failing_table
+    _, fail = failing_table
     fail()
     password = "S3cr3t-'\"$$-sentinel"
     monkeypatch.setitem(dj.config, "database.password", password)

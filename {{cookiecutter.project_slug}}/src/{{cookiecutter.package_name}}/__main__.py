@@ -286,7 +286,10 @@ def watch(args: argparse.Namespace) -> int:
     from . import alerts
 
     if not args.once and args.interval <= 0:
-        print(f"error: --interval {args.interval:g}: give a positive number of seconds", file=sys.stderr)
+        print(
+            f"error: --interval {args.interval:g}: give a positive number of seconds",
+            file=sys.stderr,
+        )
         return 2
     try:
         return alerts.watch(None if args.once else args.interval)

@@ -182,7 +182,11 @@ def send_email(settings: Settings, subject: str, text: str) -> None:
     """Send one e-mail through the configured SMTP server."""
     email = settings.email or {}
     message = EmailMessage()
-    message["Subject"], message["From"], message["To"] = subject, email["from"], ", ".join(email["to"])
+    message["Subject"], message["From"], message["To"] = (
+        subject,
+        email["from"],
+        ", ".join(email["to"]),
+    )
     message.set_content(text)
     port = int(email.get("port", 465 if email.get("ssl") else 25))
     smtp_class = smtplib.SMTP_SSL if email.get("ssl") else smtplib.SMTP

@@ -76,11 +76,19 @@ def workers_data() -> list[dict]:
         for row in seen.to_dicts():
             worker = workers.setdefault(
                 (row["host"], row["pid"]),
-                {"host": row["host"], "pid": row["pid"], "since": None, "last_seen": None,
-                 "reserved": 0, "tables": []},
+                {
+                    "host": row["host"],
+                    "pid": row["pid"],
+                    "since": None,
+                    "last_seen": None,
+                    "reserved": 0,
+                    "tables": [],
+                },
             )
             for moment in (row["reserved"], row["completed"]):
-                if moment is not None and (worker["last_seen"] is None or moment > worker["last_seen"]):
+                if moment is not None and (
+                    worker["last_seen"] is None or moment > worker["last_seen"]
+                ):
                     worker["last_seen"] = moment
         held = table.jobs.reserved.proj("host", "pid", "reserved_time").to_dicts()
         for row in held:
@@ -121,7 +129,7 @@ class PipelineCollector(Collector):
                 rows = status_data(errors_shown=0)
                 workers = workers_data()
                 now = database_now()
-        except Exception:  # the scrape still answers: Prometheus alerts on datajoint_up == 0
+        except Exception:  # noqa: BLE001  (the scrape still answers: Prometheus alerts on datajoint_up == 0)
             up.add_metric([prefix], 0)
             yield up
             return
@@ -188,7 +196,9 @@ def layered_svg(
     for node in order:
         layers.setdefault(depth[node], []).append(node)
     width = {node: 24 + 8 * len(labels[node]) for node in order}
-    row_width = {d: sum(width[n] for n in row) + NODE_GAP * (len(row) - 1) for d, row in layers.items()}
+    row_width = {
+        d: sum(width[n] for n in row) + NODE_GAP * (len(row) - 1) for d, row in layers.items()
+    }
     total_width = max(row_width.values(), default=0) + 2 * NODE_GAP
     place: dict[str, tuple[float, float]] = {}
     for d, row in layers.items():
@@ -198,11 +208,16 @@ def layered_svg(
             x += width[node] + NODE_GAP
     height = NODE_GAP * 2 + NODE_HEIGHT + LAYER_GAP * max(layers, default=0)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="{css_class}" role="img"'
-        f' width="{total_width:.0f}" height="{height:.0f}" viewBox="0 0 {total_width:.0f} {height:.0f}">',
-        '<defs><marker id="arrow-' + css_class + '" viewBox="0 0 10 10" refX="10" refY="5"'
-        ' markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="#666"/>'
-        "</marker></defs>",
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="{css_class}" role="img"'
+            f' width="{total_width:.0f}" height="{height:.0f}"'
+            f' viewBox="0 0 {total_width:.0f} {height:.0f}">'
+        ),
+        (
+            f'<defs><marker id="arrow-{css_class}" viewBox="0 0 10 10" refX="10" refY="5"'
+            ' markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="#666"/>'
+            "</marker></defs>"
+        ),
     ]
     for node in order:
         x, y = place[node]
@@ -248,10 +263,15 @@ def table_classes(module: Any) -> list[type[dj.Table]]:
     """The table classes a schema module declares, with their Part tables."""
     found = []
     for value in vars(module).values():
-        if isinstance(value, type) and issubclass(value, dj.Table) and value.__module__ == module.__name__:
+        if (
+            isinstance(value, type)
+            and issubclass(value, dj.Table)
+            and value.__module__ == module.__name__
+        ):
             found.append(value)
             found += [
-                part for part in vars(value).values()
+                part
+                for part in vars(value).values()
                 if isinstance(part, type) and issubclass(part, dj.Part)
             ]
     return found
