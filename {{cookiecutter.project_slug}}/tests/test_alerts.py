@@ -11,7 +11,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from {{ cookiecutter.package_name }} import __main__ as cli
-from {{ cookiecutter.package_name }} import alerts
+from {{ cookiecutter.package_name }} import alerts, worker
 
 
 @pytest.fixture
@@ -152,6 +152,25 @@ def test_watch_once_reports_from_the_command_line(
     assert "webhook: reported 1 new error(s)" in capsys.readouterr().out
     assert len(posts) == 1
     assert (tmp_path / ".alerts-state.json").is_file()
+
+
+def test_the_worker_reports_after_its_pass(failing_table, webhook, tmp_path, monkeypatch):
+    _, fail = failing_table
+    url, posts = webhook
+    write_project(tmp_path, {"webhook": True}, {"alerts.webhook_url": url})
+    monkeypatch.chdir(tmp_path)
+    fail()
+    assert worker.main(["--once", "--alerts", "--log-level", "WARNING"]) == 0
+    assert len(posts) == 1
+    assert "simulated failure" in posts[0]["text"]
+
+
+def test_the_worker_refuses_alerts_without_a_channel(pipeline, tmp_path, monkeypatch, capsys):
+    write_project(tmp_path, {})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="2"):
+        worker.main(["--once", "--alerts"])
+    assert "no alert channel" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -257,14 +257,20 @@ def check(
     return sent
 
 
-def watch(interval: float | None) -> int:
-    """Check for new errors once (interval None) or every `interval` seconds until stopped."""
+def configured_settings() -> Settings:
+    """The settings of datajoint.json, refusing them when they name no channel."""
     settings = load_settings()
     if not settings.channels:
         raise AlertError(
             'no alert channel: set "webhook": true and/or "email" in the "alerts" '
             "section of datajoint.json"
         )
+    return settings
+
+
+def watch(interval: float | None) -> int:
+    """Check for new errors once (interval None) or every `interval` seconds until stopped."""
+    settings = configured_settings()
     activate()
     while True:
         try:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import datajoint as dj
 
-from . import activate, auto_tables
+from . import activate, alerts, auto_tables
 from .utils import datajoint_logs_to_stderr
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-queue reservations older than this (workers that were killed)",
     )
     parser.add_argument(
+        "--alerts",
+        action="store_true",
+        help='after each pass, report new errors as `watch` does ("alerts" in datajoint.json)',
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser
@@ -152,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         tables = select_tables(args.table, args.schema)
-    except ValueError as error:
+        settings = alerts.configured_settings() if args.alerts else None
+    except ValueError as error:  # AlertError is a ValueError too
         parser.error(str(error))
     activate()
     log.info("worker started: %s", ", ".join(f"{schema_of(t)}.{t.__name__}" for t in tables))
@@ -164,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             made, failed = run_pass(tables, args.max_calls, args.orphan_timeout)
             errors += failed
+            if settings is not None:
+                try:
+                    alerts.check(settings)
+                except alerts.AlertError as error:
+                    log.warning("%s", error)
             if args.loop is None:
                 break
             if not (made or failed):
