@@ -3,7 +3,9 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -25,7 +27,7 @@ def serve(pipeline):
 
     def start(allow_retry=False):
         sock = dashboard.bind("127.0.0.1", 0)
-        server = dashboard.make_server(dashboard.create_app(allow_retry, 0.5), sock)
+        server = dashboard.make_server(dashboard.create_app(allow_retry, 2.0), sock)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         servers.append((server, thread))
@@ -95,7 +97,7 @@ def test_page_draws_the_diagram_and_progress_bars_in_chromium(serve, failing_tab
             "--no-sandbox",
             "--disable-gpu",
             f"--user-data-dir={tmp_path}",
-            "--virtual-time-budget=8000",
+            "--virtual-time-budget=5000",
             "--dump-dom",
             f"{serve()}/?schema={schema}",
         ],
@@ -144,6 +146,36 @@ def test_retry_only_when_allowed(serve, failing_table):
     assert (status, json.loads(body)["requeued"]) == (200, 1)
     assert len(table.jobs.errors) == 0
     assert len(table.jobs.pending) == 1
+
+
+def test_serve_command_runs_until_interrupted(pipeline):
+    """`python -m <package> serve --port 0` in its own process, as a user starts it."""
+    config = dj.config.database
+    password = config.password
+    env = os.environ | {
+        "DJ_HOST": str(config.host),
+        "DJ_PORT": str(config.port),
+        "DJ_USER": str(config.user),
+        "DJ_PASS": password.get_secret_value() if password else "",
+        "DJ_BACKEND": str(config.backend),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()  # printed once it listens
+        assert line.startswith("Dashboard on http://127.0.0.1:"), line + process.stderr.read()
+        url = line.split()[2]
+        status, body = get(url + "api/status")
+        assert status == 200
+        assert len(json.loads(body)) == len(dashboard.auto_tables())
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
 
 
 def test_serve_refuses_a_bad_port(capsys):
