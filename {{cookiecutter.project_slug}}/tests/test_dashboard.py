@@ -166,6 +166,8 @@ def test_serve_command_runs_until_interrupted(pipeline):
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None
+    assert process.stderr is not None
     try:
         line = process.stdout.readline()  # printed once it listens
         assert line.startswith("Dashboard on http://127.0.0.1:"), line + process.stderr.read()
@@ -174,8 +176,9 @@ def test_serve_command_runs_until_interrupted(pipeline):
         assert status == 200
         assert len(json.loads(body)) == len(dashboard.auto_tables())
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)  # Ctrl-C
         assert process.wait(30) == 0
+    assert "Traceback" not in process.stderr.read()
 
 
 def test_serve_refuses_a_bad_port(capsys):

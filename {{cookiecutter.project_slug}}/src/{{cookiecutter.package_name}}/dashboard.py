@@ -411,4 +411,7 @@ def serve(host: str, port: int, allow_retry: bool, refresh_seconds: float) -> No
     sock = bind(host, port)
     shown = f"[{host}]" if ":" in host else host
     print(f"Dashboard on http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C stops it)", flush=True)
-    make_server(create_app(allow_retry, refresh_seconds), sock).run(sockets=[sock])
+    try:
+        make_server(create_app(allow_retry, refresh_seconds), sock).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
+        print("Dashboard stopped.")
