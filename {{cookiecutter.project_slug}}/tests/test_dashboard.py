@@ -181,6 +181,25 @@ def test_serve_command_runs_until_interrupted(pipeline):
     assert "Traceback" not in process.stderr.read()
 
 
-def test_serve_refuses_a_bad_port(capsys):
-    assert cli.main(["serve", "--port", "70000"]) == 2
-    assert "--port 70000" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "70000"], "--port 70000: a port is 0 to 65535"),
+        (["--refresh", "0"], "--refresh 0: give a positive number"),
+    ],
+)
+def test_serve_refuses_bad_arguments_in_one_line(capsys, argv, message):
+    assert cli.main(["serve", *argv]) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_serve_refuses_a_port_in_use(pipeline, capsys):
+    taken = dashboard.bind("127.0.0.1", 0)
+    port = taken.getsockname()[1]
+    try:
+        assert cli.main(["serve", "--port", str(port)]) == 2
+    finally:
+        taken.close()
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -264,19 +264,27 @@ def serve(args: argparse.Namespace) -> int:
         from . import dashboard
     except ImportError as error:
         print(
-            f"error: the dashboard needs the dashboard extra ({error.name} is missing):"
-            f" pip install '{__package__}[dashboard]'",
+            f"error: {error.name} is missing: install the dashboard extra"
+            " (pip install -e '.[dashboard]')",
             file=sys.stderr,
         )
         return 2
     if not 0 <= args.port <= 65535:
         print(f"error: --port {args.port}: a port is 0 to 65535", file=sys.stderr)
         return 2
+    if not args.refresh > 0:
+        print(
+            f"error: --refresh {args.refresh:g}: give a positive number of seconds", file=sys.stderr
+        )
+        return 2
     activate()
     try:
         dashboard.serve(args.host, args.port, args.allow_retry, args.refresh)
     except OSError as error:
-        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
