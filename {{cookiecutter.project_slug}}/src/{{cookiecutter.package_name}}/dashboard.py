@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +38,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from . import MODULES, PIPELINE, SCHEMA_ROLES, auto_tables, schema_prefix, short_name
+from .worker import schema_of
+
+log = logging.getLogger(__name__)
 
 #: One DataJoint connection serves every request, so queries take turns.
 DATABASE_LOCK = threading.Lock()
@@ -63,53 +67,52 @@ def database_now() -> Any:
     return dj.conn().query("SELECT LOCALTIMESTAMP").fetchone()[0]
 
 
+def qualified_name(table: type[dj.Table]) -> str:
+    """'schema.Class', as `status` names a table."""
+    return f"{schema_of(table)}.{table.__name__}"
+
+
 def workers_data() -> list[dict]:
-    """Workers (host, pid) holding reservations, since their oldest one, with a last-seen time."""
+    """Workers (host, pid) seen in the jobs tables: since their oldest reservation, last seen."""
     workers: dict[tuple[str, int], dict] = {}
+
+    def worker(row: dict) -> dict:
+        return workers.setdefault(
+            (row["host"], row["pid"]),
+            {
+                "host": row["host"],
+                "pid": row["pid"],
+                "since": None,
+                "last_seen": None,
+                "reserved": 0,
+                "tables": [],
+            },
+        )
+
     for table in auto_tables():
-        name = f"{short_name_of(table)}.{table.__name__}"
         seen = dj.U("host", "pid").aggr(
             table.jobs & "host != ''",
             reserved="MAX(reserved_time)",
             completed="MAX(completed_time)",
         )
         for row in seen.to_dicts():
-            worker = workers.setdefault(
-                (row["host"], row["pid"]),
-                {
-                    "host": row["host"],
-                    "pid": row["pid"],
-                    "since": None,
-                    "last_seen": None,
-                    "reserved": 0,
-                    "tables": [],
-                },
-            )
-            for moment in (row["reserved"], row["completed"]):
-                if moment is not None and (
-                    worker["last_seen"] is None or moment > worker["last_seen"]
-                ):
-                    worker["last_seen"] = moment
-        held = table.jobs.reserved.proj("host", "pid", "reserved_time").to_dicts()
-        for row in held:
-            worker = workers[(row["host"], row["pid"])]
-            worker["reserved"] += 1
-            if name not in worker["tables"]:
-                worker["tables"].append(name)
-            if worker["since"] is None or row["reserved_time"] < worker["since"]:
-                worker["since"] = row["reserved_time"]
+            entry = worker(row)
+            moments = [m for m in (row["reserved"], row["completed"], entry["last_seen"]) if m]
+            entry["last_seen"] = max(moments, default=None)
+        for row in table.jobs.reserved.proj("host", "pid", "reserved_time").to_dicts():
+            entry = worker(row)
+            entry["reserved"] += 1
+            if qualified_name(table) not in entry["tables"]:
+                entry["tables"].append(qualified_name(table))
+            if entry["since"] is None or row["reserved_time"] < entry["since"]:
+                entry["since"] = row["reserved_time"]
     return sorted(workers.values(), key=lambda w: (w["since"] is None, str(w["since"])))
-
-
-def short_name_of(table: type[dj.Table]) -> str:
-    """The schema module of a table class, e.g. 'ephys'."""
-    return table.__module__.rpartition(".")[2]
 
 
 def retry_errors(table_name: str) -> int:
     """Put the failed jobs of one table ('schema.Class') back in the queue; returns how many."""
     for table in auto_tables():
-        if f"{short_name_of(table)}.{table.__name__}" == table_name:
+        if qualified_name(table) == table_name:
             errors = table.jobs.errors
             count = len(errors)
             errors.delete_quick()
@@ -129,7 +132,8 @@ class PipelineCollector(Collector):
                 rows = status_data(errors_shown=0)
                 workers = workers_data()
                 now = database_now()
-        except Exception:  # noqa: BLE001  (the scrape still answers: Prometheus alerts on datajoint_up == 0)
+        except Exception as error:  # noqa: BLE001  (still answer: alert on datajoint_up == 0)
+            log.warning("metrics: the database did not answer: %s", error)
             up.add_metric([prefix], 0)
             yield up
             return
