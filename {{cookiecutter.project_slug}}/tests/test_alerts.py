@@ -100,7 +100,7 @@ def test_each_new_error_is_reported_once_by_webhook_and_email(
     recipients, mail = mails[0]
     assert recipients == ["me@lab.org"]
     assert "1 new job error" in mail["Subject"]
-    assert "simulated failure" in mail.get_payload()
+    assert "simulated failure" in mail.get_payload(decode=True).decode()
     # Nothing new: nothing sent, also by a fresh process reading the state file.
     assert alerts.check(alerts.load_settings(config)) == {}
     assert (len(posts), len(mails)) == (1, 1)
