@@ -123,7 +123,7 @@ def test_no_password_in_any_response(serve, failing_table, monkeypatch):
     password = "S3cr3t-'\"$$-sentinel"
     monkeypatch.setitem(dj.config, "database.password", password)
     base = serve(allow_retry=True)
-    paths = ["/", "/api/status", "/api/workers", "/metrics", "/static/dashboard.js"]
+    paths = ["/", "/api/status", "/api/workers", "/metrics", "/static/dashboard.js", "/healthz"]
     paths += [f"/diagram/{schema}.svg" for schema in PIPELINE]
     for path in paths:
         status, body = get(base + path)

@@ -10,6 +10,7 @@ internal network. Endpoints:
     /api/workers   workers seen in reservations: host, pid, since
     /metrics       Prometheus text format: per-table gauges and a worker heartbeat
     /diagram/<schema>.svg   the tables of one schema
+    /healthz       "ok" without touching the database: for liveness probes
 
 It reads with the credentials DataJoint is configured with and shows no secret. Failed jobs
 can be re-queued from the page only when the server is started with ``--allow-retry``.
@@ -390,6 +391,7 @@ def create_app(allow_retry: bool = False, refresh_seconds: float = 5.0) -> Starl
             Route("/api/retry/{table}", retry, methods=["POST"]),
             Route("/diagram/{schema}.svg", diagram),
             Route("/metrics", metrics),
+            Route("/healthz", lambda request: Response("ok\n", media_type="text/plain")),
         ]
     )
 
