@@ -413,6 +413,56 @@ def diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Serve the dashboard, /api/status and /metrics (loopback unless --host says otherwise)."""
+    try:
+        from . import dashboard
+    except ImportError as error:
+        print(
+            f"error: {error.name} is missing: install the dashboard extra"
+            " (pip install -e '.[dashboard]')",
+            file=sys.stderr,
+        )
+        return 2
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port {args.port}: a port is 0 to 65535", file=sys.stderr)
+        return 2
+    if not args.refresh > 0:
+        print(
+            f"error: --refresh {args.refresh:g}: give a positive number of seconds", file=sys.stderr
+        )
+        return 2
+    activate()
+    try:
+        dashboard.serve(args.host, args.port, args.allow_retry, args.refresh)
+    except OSError as error:
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def watch(args: argparse.Namespace) -> int:
+    """Report new job errors to the webhook and/or e-mail of datajoint.json's "alerts"."""
+    from . import alerts
+
+    if not args.once and args.interval <= 0:
+        print(
+            f"error: --interval {args.interval:g}: give a positive number of seconds",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return alerts.watch(None if args.once else args.interval)
+    except alerts.AlertError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m {__package__}", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -471,6 +521,23 @@ def build_parser() -> argparse.ArgumentParser:
     dev_db_parser.add_argument("action", choices=["start", "stop", "status"])
     dev_db_parser.set_defaults(run=dev_db)
     commands.add_parser("diagram", help=diagram.__doc__).set_defaults(run=diagram)
+    serve_parser = commands.add_parser("serve", help=serve.__doc__)
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free)")
+    serve_parser.add_argument(
+        "--allow-retry", action="store_true", help="let the page re-queue failed jobs"
+    )
+    serve_parser.add_argument(
+        "--refresh", type=float, default=5.0, metavar="SECONDS", help="page refresh period (5)"
+    )
+    serve_parser.set_defaults(run=serve)
+    watch_parser = commands.add_parser("watch", help=watch.__doc__)
+    watch_mode = watch_parser.add_mutually_exclusive_group()
+    watch_mode.add_argument("--once", action="store_true", help="check once, then exit")
+    watch_mode.add_argument(
+        "--interval", type=float, default=60.0, metavar="SECONDS", help="check every (60)"
+    )
+    watch_parser.set_defaults(run=watch)
     login_parser = commands.add_parser("login", help=login.__doc__)
     login_parser.add_argument("--user", help="database user (asked when omitted)")
     login_parser.add_argument(

@@ -41,14 +41,14 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import datajoint as dj
 from datajoint import autopopulate
 from tqdm import tqdm
 
-from . import activate, auto_tables, health, operations
+from . import activate, alerts, auto_tables, health, operations
 from .utils import datajoint_logs_to_stderr
 
 log = logging.getLogger(__name__)
@@ -462,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-queue reservations older than this (workers that were killed)",
     )
     parser.add_argument(
+        "--alerts",
+        action="store_true",
+        help='after each pass, report new errors as `watch` does ("alerts" in datajoint.json)',
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser
@@ -530,9 +535,14 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 def populate(
-    tables: list[type[dj.Table]], options: Options, loop: float | None = None
+    tables: list[type[dj.Table]],
+    options: Options,
+    loop: float | None = None,
+    after_pass: Callable[[], None] | None = None,
 ) -> tuple[int, Outcome]:
     """Run passes over `tables` until done (or forever with `loop`); returns (exit code, last pass).
+
+    `after_pass` runs after each pass (the worker's alerts).
 
     Must run in the main thread: it handles SIGTERM and SIGINT.
     """
@@ -544,6 +554,8 @@ def populate(
             while not stop_requested():
                 outcome = populator.run_pass(tables)
                 errors += outcome.failed
+                if after_pass is not None:
+                    after_pass()
                 if loop is None:
                     break
                 if not (outcome.made or outcome.failed):
@@ -571,14 +583,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         tables = select_tables(args.table, args.schema)
-    except ValueError as error:
+        settings = alerts.configured_settings() if args.alerts else None
+    except ValueError as error:  # AlertError is a ValueError too
         parser.error(str(error))
     with stop_handlers():
         activate()
         operations.announce(writes=True)  # the schema set it works on, production said so
         health.start_heartbeat()  # for container health checks, when WORKER_HEARTBEAT_FILE is set
         log.info("worker started: %s", ", ".join(f"{schema_of(t)}.{t.__name__}" for t in tables))
-        code, _ = populate(tables, options_from(args), loop=args.loop)
+        after_pass = None
+        if settings is not None:
+
+            def after_pass() -> None:
+                try:
+                    alerts.check(settings)
+                except alerts.AlertError as error:
+                    log.warning("%s", error)
+
+        code, _ = populate(tables, options_from(args), loop=args.loop, after_pass=after_pass)
     if code in (0, 1):
         log.info("worker finished: %s", "errors were met" if code else "no errors")
     return code
