@@ -120,3 +120,14 @@ def module_order(project: Path, package: str) -> list[str]:
         if isinstance(node, ast.Assign) and node.targets[0].id == "MODULES":
             return [element.id for element in node.value.elts]
     raise AssertionError("MODULES not found")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`): the tests of a module share a worker, so its
+    module-scoped renders and installs are made once, unless the module spreads its tests
+    over the workers (`SPREAD_OVER_WORKERS = True`: long independent tests, each of which
+    installs what it needs)."""
+    for item in items:
+        module = item.module
+        if not getattr(module, "SPREAD_OVER_WORKERS", False):
+            item.add_marker(pytest.mark.xdist_group(module.__name__))

@@ -16,6 +16,8 @@ import pytest
 from conftest import BACKENDS, clean_environment, install, run_project_tests
 
 pytestmark = pytest.mark.slow
+# Long and independent tests: the workers share them (see conftest.py).
+SPREAD_OVER_WORKERS = True
 
 LARGE_SPEC = "; ".join(
     ["s0", "t0"]

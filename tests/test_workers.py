@@ -20,6 +20,8 @@ import pytest
 from conftest import BACKENDS, clean_environment, install
 
 pytestmark = pytest.mark.slow
+# Long and independent tests: the workers share them (see conftest.py).
+SPREAD_OVER_WORKERS = True
 
 PACKAGE = "wk"
 KEYS = 40
