@@ -113,6 +113,49 @@ def run_project_tests(venv: Path, project: Path, backend: str) -> subprocess.Com
     )
 
 
+GIT = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.org",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.org",
+}
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT}, check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def commit_all(repo: Path, message: str) -> None:
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", message, cwd=repo)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace the first `old` in a file, which must hold it."""
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.fixture
+def template_repo(tmp_path):
+    """A git repository holding the template as it is in this working tree, tagged v0.1.0
+    (cruft follows commits, copier follows version tags)."""
+    repo = tmp_path / "template"
+    shutil.copytree(
+        TEMPLATE,
+        repo,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"
+        ),
+    )
+    git("init", "-q", "-b", "main", cwd=repo)
+    commit_all(repo, "template")
+    git("tag", "v0.1.0", cwd=repo)
+    return repo
+
+
 def module_order(project: Path, package: str) -> list[str]:
     """The names in MODULES of the generated pipeline's __init__.py."""
     tree = ast.parse((project / "src" / package / "pipeline" / "__init__.py").read_text())

@@ -10,7 +10,6 @@ import filecmp
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +17,10 @@ from pathlib import Path
 import pexpect
 import pytest
 import yaml
-from conftest import TEMPLATE, load_hook
+from conftest import GIT, TEMPLATE, commit_all, edit, load_hook
 
 BIN = Path(sys.executable).parent
-GIT = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.org",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.org",
-}
-ANSWERS_FILES = {".copier-answers.yml", ".cruft.json"}
+ANSWERS_FILES = {".copier-answers.yml", ".cruft.json"}  # each tool's own
 
 
 def run(*args: str, cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
@@ -44,37 +37,9 @@ def run(*args: str, cwd: Path, check: bool = True, **env: str) -> subprocess.Com
     return result
 
 
-def commit_all(repo: Path, message: str) -> None:
-    run("git", "add", "-A", cwd=repo)
-    run("git", "commit", "-qm", message, cwd=repo)
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def copier_module():
     return load_hook("copier_template")
-
-
-@pytest.fixture
-def template_repo(tmp_path):
-    """A git repository holding the template as it is in this working tree, tagged 0.1.0."""
-    repo = tmp_path / "template"
-    shutil.copytree(
-        TEMPLATE,
-        repo,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"
-        ),
-    )
-    run("git", "init", "-q", "-b", "main", cwd=repo)
-    commit_all(repo, "template")
-    run("git", "tag", "v0.1.0", cwd=repo)
-    return repo
 
 
 def copier(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, module_order
+from conftest import GIT, commit_all, edit, module_order
 
 pytestmark = pytest.mark.slow
-
-GIT = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.org",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.org",
-}
 
 
 def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -28,29 +20,8 @@ def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     )
 
 
-def commit_all(repo: Path, message: str) -> None:
-    run("git", "add", "-A", cwd=repo)
-    run("git", "commit", "-qm", message, cwd=repo)
-
-
 def cruft(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return run(sys.executable, "-m", "cruft", *args, cwd=cwd, check=check)
-
-
-@pytest.fixture
-def template_repo(tmp_path):
-    """A git repository holding the template as it is in this working tree."""
-    repo = tmp_path / "template"
-    shutil.copytree(
-        TEMPLATE,
-        repo,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"
-        ),
-    )
-    run("git", "init", "-q", "-b", "main", cwd=repo)
-    commit_all(repo, "template")
-    return repo
 
 
 @pytest.fixture
@@ -62,12 +33,6 @@ def project(tmp_path, template_repo):
     run("git", "init", "-q", "-b", "main", cwd=project)
     commit_all(project, "generated")
     return project
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def test_fresh_project_is_current(project, template_repo):
