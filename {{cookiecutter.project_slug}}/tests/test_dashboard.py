@@ -14,7 +14,7 @@ import datajoint as dj
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from {{ cookiecutter.package_name }} import PIPELINE, dashboard
+from {{ cookiecutter.package_name }} import PIPELINE, dashboard, operations
 from {{ cookiecutter.package_name }} import __main__ as cli
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -174,7 +174,7 @@ def test_serve_command_runs_until_interrupted(pipeline):
         url = line.split()[2]
         status, body = get(url + "api/status")
         assert status == 200
-        assert len(json.loads(body)) == len(dashboard.auto_tables())
+        assert len(json.loads(body)) == len(operations.all_tables())  # every table
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
         assert process.wait(30) == 0
