@@ -242,6 +242,6 @@ def reset(names: list[str]) -> None:
             except Exception as error:  # noqa: BLE001 - the driver's own, when a foreign key holds it
                 failed[name] = error
         if len(failed) == len(remaining):  # no progress
-            name, error = next(iter(failed.items()))
-            raise dj.DataJointError(f"could not drop schema {name}: {error}")
+            name, reason = next(iter(failed.items()))
+            raise dj.DataJointError(f"could not drop schema {name}: {reason}")
         remaining = list(failed)
