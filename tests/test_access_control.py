@@ -380,7 +380,7 @@ def test_every_role_can_do_exactly_what_the_role_table_says(acl_project, project
 
 def test_bucket_policies_follow_the_iam_grammar(acl_project, project_env):
     python = str(project_env / "bin" / "python")
-    env = clean_environment()
+    env = clean_environment(ACL_SCHEMA_PREFIX="acl_")  # production: the default is development
     for role in ROLES:
         done = subprocess.run(
             [
