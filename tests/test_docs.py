@@ -99,7 +99,9 @@ def build(cookies_session, venv: Path, spec: str) -> tuple[Path, Path]:
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     if spec == "lab":
-        with (project / "src" / "docslab" / "mouse.py").open("a", encoding="utf-8") as module:
+        with (project / "src" / "docslab" / "pipeline" / "mouse.py").open(
+            "a", encoding="utf-8"
+        ) as module:
             module.write(LAB_TABLES)
     python = str(venv / "bin" / "python")
     subprocess.run(

@@ -589,6 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     with stop_handlers():
         activate()
         operations.announce(writes=True)  # the schema set it works on, production said so
+        missing = [table for table in tables if not table().is_declared]
+        if missing:  # production mode (DJ_CREATE_TABLES=false) declares nothing
+            names = ", ".join(f"{schema_of(t)}.{t.__name__}" for t in missing)
+            log.error("not declared: %s; run `python -m %s declare` first", names, __package__)
+            return 2
         health.start_heartbeat()  # for container health checks, when WORKER_HEARTBEAT_FILE is set
         log.info("worker started: %s", ", ".join(f"{schema_of(t)}.{t.__name__}" for t in tables))
         after_pass = None
