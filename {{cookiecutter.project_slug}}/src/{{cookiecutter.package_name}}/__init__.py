@@ -152,8 +152,9 @@ def activate(prefix: str | None = None, *, connection=None, create: bool = True)
             module.schema.activate(
                 names[short_name(module)],
                 connection=connection,
-                create_schema=create,
-                create_tables=create,
+                # None: DataJoint's own setting decides (DJ_CREATE_TABLES=false in production).
+                create_schema=None if create else False,
+                create_tables=None if create else False,
             )
     return names
 
