@@ -101,12 +101,14 @@ def install(venv: Path, project: Path) -> None:
     )
 
 
-def run_project_tests(venv: Path, project: Path, backend: str) -> subprocess.CompletedProcess:
-    """Run a generated project's own test suite against one backend."""
+def run_project_tests(
+    venv: Path, project: Path, backend: str, **extra: str
+) -> subprocess.CompletedProcess:
+    """Run a generated project's own test suite against one backend (`extra`: settings)."""
     return subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=project,
-        env=clean_environment(**BACKENDS[backend]),
+        env=clean_environment(**BACKENDS[backend], **extra),
         capture_output=True,
         check=False,
         text=True,

@@ -7,6 +7,7 @@ runs its suite against MariaDB, PostgreSQL and the embedded PostgreSQL fallback.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -81,23 +82,28 @@ def test_generated_suite_passes(installed_projects, project_env, spec, backend):
 
 
 def test_generated_suite_drops_its_schemas(installed_projects, project_env):
-    """A run leaves nothing behind on the server it used."""
-    run_project_tests(project_env, installed_projects("custom"), "postgresql")
-    leftover = subprocess.run(
-        [
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-tAc",
-            "select nspname from pg_namespace where nspname like 'test\\_%'",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert leftover.stdout.strip() == ""
+    """A run leaves nothing behind on the server it used (in a database of its own, so that
+    suites running beside it do not count)."""
+    database = f"leftovers_{secrets.token_hex(3)}"
+
+    def psql(sql: str, db: str = "postgres") -> str:
+        done = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc", sql],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    psql(f"CREATE DATABASE {database}")
+    try:
+        run_project_tests(
+            project_env, installed_projects("custom"), "postgresql", DJ_DATABASE_NAME=database
+        )
+        leftover = psql("select nspname from pg_namespace where nspname like 'test\\_%'", database)
+        assert leftover == ""
+    finally:
+        psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def test_uv_run_in_a_generated_project(cookies):
