@@ -105,7 +105,7 @@ def pipeline_env(request, worker_project, project_env, tmp_path):
     run_python(
         f"import {PACKAGE}; from {PACKAGE}.pipeline import subject; {PACKAGE}.activate(); "
         f"subject.Subject.insert([(i, f's{{i}}') for i in range(1, {KEYS + 1})]); "
-        f"from {PACKAGE} import work; work.Work.jobs.refresh()"
+        f"from {PACKAGE}.pipeline import work; work.Work.jobs.refresh()"
     )
     yield {
         "env": env,
@@ -296,7 +296,7 @@ def test_a_killed_connection_is_retried_and_the_worker_goes_on(pipeline_env, req
     backend = request.node.callspec.params["pipeline_env"]
     worker = start_worker(pipeline_env, "--backoff", "0.2", WORK_SECONDS="0.2", WORK_FAIL="none")
     kill = (
-        f"import time, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.work import Work\n"
+        f"import time, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.pipeline.work import Work\n"
         "while not Work.jobs.reserved: time.sleep(0.02)\n"
         "connection = int(Work.jobs.reserved.to_arrays('connection_id')[0])\n"
         f"Work.connection.query({KILL_CONNECTION[backend]!r}.format(connection))\n"
