@@ -15,6 +15,11 @@ import pytest
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 
+# Every environment the tests build with uv gets its .pyc files at install: with
+# PYTHONDONTWRITEBYTECODE set (CI machines), each Python start would otherwise compile
+# DataJoint, pandas and the rest again -- about 2 s of CPU per process, hundreds of times.
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
+
 # Settings under which a generated project's tests reach each backend.
 BACKENDS = {
     "mariadb": {
@@ -156,6 +161,45 @@ def template_repo(tmp_path):
     commit_all(repo, "template")
     git("tag", "v0.1.0", cwd=repo)
     return repo
+
+
+def edit_as_a_lab(project: Path) -> None:
+    """The lab's side of an update test: a table added to a generated module, a README line."""
+    with (project / "src" / "workflow" / "pipeline" / "subject.py").open("a") as module:
+        module.write(
+            '\n\n@schema\nclass Weighing(dj.Manual):\n    definition = """\n'
+            '    -> Subject\n    weighing_date : date\n    ---\n    weight : float64\n    """\n'
+        )
+    edit(project / "README.md", "## Setup", "## Setup\n\nOur lab runs this on the cluster.")
+    commit_all(project, "user edits")
+
+
+def change_the_template(template_repo: Path) -> None:
+    """The template's side (uncommitted): a helper, the module writer and the README change."""
+    package = (
+        template_repo / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
+    )
+    edit(package / "utils.py", "DURATION = 2.0", "DURATION = 3.0")
+    edit(
+        package / "scaffold.py",
+        '    """One $name, entered by hand or from another lab system."""',
+        '    """One $name, entered by hand or imported from another lab system."""',
+    )
+    with (template_repo / "{{cookiecutter.project_slug}}" / "README.md").open("a") as readme:
+        readme.write("\nTemplate news.\n")
+
+
+def assert_both_sides_kept(project: Path) -> None:
+    """After an update: the lab's edits survived and the template's changes arrived."""
+    package = project / "src" / "workflow"
+    subject = (package / "pipeline" / "subject.py").read_text()
+    assert "class Weighing(dj.Manual)" in subject  # the lab's table survived
+    assert "imported from another lab system" in subject  # the module writer's change arrived
+    assert "DURATION = 3.0" in (package / "utils.py").read_text()
+    readme = (project / "README.md").read_text()
+    assert "Our lab runs this on the cluster." in readme and "Template news." in readme
+    assert not list(project.rglob("*.rej")) and not list(project.rglob("*.orig"))
+    assert not (project / ".pipeline-plan.json").exists()
 
 
 def module_order(project: Path, package: str) -> list[str]:

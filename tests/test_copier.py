@@ -17,7 +17,16 @@ from pathlib import Path
 import pexpect
 import pytest
 import yaml
-from conftest import GIT, TEMPLATE, commit_all, edit, load_hook
+from conftest import (
+    GIT,
+    TEMPLATE,
+    assert_both_sides_kept,
+    change_the_template,
+    commit_all,
+    edit,
+    edit_as_a_lab,
+    load_hook,
+)
 
 BIN = Path(sys.executable).parent
 ANSWERS_FILES = {".copier-answers.yml", ".cruft.json"}  # each tool's own
@@ -252,41 +261,16 @@ def release(template_repo: Path, version: str) -> None:
 
 @pytest.mark.slow
 def test_copier_update_keeps_edits_and_brings_template_changes(copier_project, template_repo):
-    project, package = copier_project, copier_project / "src" / "workflow"
-    pipeline = package / "pipeline"
-    # The lab adds a table to a generated module and edits the README.
-    with (pipeline / "subject.py").open("a") as module:
-        module.write(
-            '\n\n@schema\nclass Weighing(dj.Manual):\n    definition = """\n'
-            '    -> Subject\n    weighing_date : date\n    ---\n    weight : float64\n    """\n'
-        )
-    edit(project / "README.md", "## Setup", "## Setup\n\nOur lab runs this on the cluster.")
-    commit_all(project, "user edits")
-    # The template changes a helper, the module writer and the README.
-    template_package = (
-        template_repo / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
-    )
-    edit(template_package / "utils.py", "DURATION = 2.0", "DURATION = 3.0")
-    edit(
-        template_package / "scaffold.py",
-        '    """One $name, entered by hand or from another lab system."""',
-        '    """One $name, entered by hand or imported from another lab system."""',
-    )
-    with (template_repo / "{{cookiecutter.project_slug}}" / "README.md").open("a") as readme:
-        readme.write("\nTemplate news.\n")
+    project = copier_project
+    edit_as_a_lab(project)
+    change_the_template(template_repo)
     release(template_repo, "0.2.0")
 
     copier("update", "--trust", "--defaults", cwd=project)
-    subject = (pipeline / "subject.py").read_text()
-    assert "class Weighing(dj.Manual)" in subject  # the lab's table survived
-    assert "imported from another lab system" in subject  # the module writer's change arrived
-    assert "DURATION = 3.0" in (package / "utils.py").read_text()
-    readme = (project / "README.md").read_text()
-    assert "Our lab runs this on the cluster." in readme and "Template news." in readme
+    assert_both_sides_kept(project)
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v0.2.0"
     status = run("git", "status", "--porcelain", cwd=project).stdout
-    assert "UU" not in status and not list(project.rglob("*.rej"))
-    assert not (project / ".pipeline-plan.json").exists()
+    assert "UU" not in status
 
 
 @pytest.mark.slow

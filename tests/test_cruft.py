@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import GIT, commit_all, edit, module_order
+from conftest import (
+    GIT,
+    assert_both_sides_kept,
+    change_the_template,
+    commit_all,
+    edit,
+    edit_as_a_lab,
+    module_order,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -45,38 +53,14 @@ def test_fresh_project_is_current(project, template_repo):
 
 def test_update_keeps_user_edits_and_brings_template_changes(project, template_repo):
     package = project / "src" / "workflow"
-    # The user adds a table to a module the post-generation hook wrote, and edits the README.
-    with (package / "pipeline" / "subject.py").open("a", encoding="utf-8") as module:
-        module.write(
-            '\n\n@schema\nclass Weighing(dj.Manual):\n    definition = """\n'
-            '    -> Subject\n    weighing_date : date\n    ---\n    weight : float64\n    """\n'
-        )
-    edit(project / "README.md", "## Setup", "## Setup\n\nOur lab runs this on the cluster.")
-    commit_all(project, "user edits")
-
-    # The template changes a helper, a schema module's template and the README.
-    template_package = (
-        template_repo / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
-    )
-    edit(template_package / "utils.py", "DURATION = 2.0", "DURATION = 3.0")
-    edit(
-        template_package / "scaffold.py",
-        '    """One $name, entered by hand or from another lab system."""',
-        '    """One $name, entered by hand or imported from another lab system."""',
-    )
-    with (template_repo / "{{cookiecutter.project_slug}}" / "README.md").open("a") as readme:
-        readme.write("\nTemplate news.\n")
+    edit_as_a_lab(project)
+    change_the_template(template_repo)
     commit_all(template_repo, "template changes")
     assert cruft("check", cwd=project, check=False).returncode != 0
 
     result = cruft("update", "-y", cwd=project, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    subject = (package / "pipeline" / "subject.py").read_text()
-    assert "class Weighing(dj.Manual)" in subject  # the user's table survived
-    assert "imported from another lab system" in subject  # the template's change arrived
-    assert "DURATION = 3.0" in (package / "utils.py").read_text()
-    readme = (project / "README.md").read_text()
-    assert "Our lab runs this on the cluster." in readme and "Template news." in readme
+    assert_both_sides_kept(project)
     # Nothing duplicated or left over: the package holds what a fresh render holds.
     fresh = template_repo.parent / "fresh"
     run(sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(fresh), str(template_repo),
@@ -88,8 +72,6 @@ def test_update_keeps_user_edits_and_brings_template_changes(project, template_r
         )
 
     assert modules(package) == modules(fresh / "my-pipeline" / "src" / "workflow")
-    assert not list(project.rglob("*.rej")) and not list(project.rglob("*.orig"))
-    assert not (project / ".pipeline-plan.json").exists()
     commit_all(project, "update")
     assert cruft("check", cwd=project).returncode == 0
 
