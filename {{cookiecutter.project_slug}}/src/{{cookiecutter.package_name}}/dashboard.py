@@ -39,7 +39,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from . import MODULES, PIPELINE, SCHEMA_ROLES, auto_tables, operations, schema_prefix, short_name
-from .worker import schema_of
+from .jobs import retry as retry_jobs
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,6 @@ def to_json(data: Any) -> str:
 def database_now() -> Any:
     """The database server's clock, in the time zone DataJoint writes job times in."""
     return dj.conn().query("SELECT LOCALTIMESTAMP").fetchone()[0]
-
-
-def qualified_name(table: type[dj.Table]) -> str:
-    """'schema.Class', as `status` names a table."""
-    return f"{schema_of(table)}.{table.__name__}"
 
 
 def workers_data() -> list[dict]:
@@ -105,23 +100,19 @@ def workers_data() -> list[dict]:
         for row in jobs.reserved.proj("host", "pid", "reserved_time").to_dicts():
             entry = worker(row)
             entry["reserved"] += 1
-            if qualified_name(table) not in entry["tables"]:
-                entry["tables"].append(qualified_name(table))
+            if operations.label(table) not in entry["tables"]:
+                entry["tables"].append(operations.label(table))
             if entry["since"] is None or row["reserved_time"] < entry["since"]:
                 entry["since"] = row["reserved_time"]
     return sorted(workers.values(), key=lambda w: (w["since"] is None, str(w["since"])))
 
 
 def retry_errors(table_name: str) -> int:
-    """Put the failed jobs of one table ('schema.Class') back in the queue; returns how many."""
-    for table in auto_tables():
-        if qualified_name(table) == table_name:
-            errors = table.jobs.errors
-            count = len(errors)
-            errors.delete_quick()
-            table.jobs.refresh()
-            return count
-    raise KeyError(table_name)
+    """Put the failed jobs of one table ('schema.Class') back in the queue; returns how many.
+
+    Raises ValueError for a name that is not an auto-populated table.
+    """
+    return retry_jobs([table_name], {}, None)
 
 
 class PipelineCollector(Collector):
@@ -381,7 +372,7 @@ def create_app(allow_retry: bool = False, refresh_seconds: float = 5.0) -> Starl
         table = request.path_params["table"]
         try:
             count = locked(retry_errors, table)
-        except KeyError:
+        except ValueError:
             return JSONResponse({"error": f"no auto-populated table {table!r}"}, status_code=404)
         return JSONResponse({"table": table, "requeued": count})
 

@@ -11,6 +11,7 @@ as DataJoint re-adds every key of the key source that has no job).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -104,37 +105,37 @@ def listing(
     return result
 
 
-def retry(tables: list[str], key: dict[str, Any], pattern: str | None) -> int:
-    """Put matching errors back to pending, as DataJoint re-queues orphans; returns how many."""
+def errors(
+    tables: list[str], key: dict[str, Any], pattern: str | None
+) -> Iterator[tuple[Job, dict[str, Any]]]:
+    """Each matching error as its jobs table and job key: what `retry` and `clear` act on."""
     selected = select(tables)
     activate(create=False)
-    count = 0
     for table in selected:
         jobs = jobs_of(table)
-        if jobs is None:
-            continue
-        priority = jobs.connection._config.jobs.default_priority
-        for row in matching(table, "error", key, pattern):
-            job_key = {name: row[name] for name in jobs.primary_key}
-            with jobs.connection.transaction:
-                (jobs & job_key).delete_quick()
-                jobs.insert1({**job_key, "status": "pending", "priority": priority})
-            count += 1
+        if jobs is not None:
+            for row in matching(table, "error", key, pattern):
+                yield jobs, {name: row[name] for name in jobs.primary_key}
+
+
+def retry(tables: list[str], key: dict[str, Any], pattern: str | None) -> int:
+    """Put matching errors back to pending, as DataJoint re-queues orphans; returns how many."""
+    count = 0
+    for jobs, job_key in errors(tables, key, pattern):
+        with jobs.connection.transaction:
+            (jobs & job_key).delete_quick()
+            priority = jobs.connection._config.jobs.default_priority
+            jobs.insert1({**job_key, "status": "pending", "priority": priority})
+        count += 1
     return count
 
 
 def clear(tables: list[str], key: dict[str, Any], pattern: str | None) -> int:
     """Delete matching error records; returns how many."""
-    selected = select(tables)
-    activate(create=False)
     count = 0
-    for table in selected:
-        jobs = jobs_of(table)
-        if jobs is None:
-            continue
-        for row in matching(table, "error", key, pattern):
-            (jobs & {name: row[name] for name in jobs.primary_key}).delete_quick()
-            count += 1
+    for jobs, job_key in errors(tables, key, pattern):
+        (jobs & job_key).delete_quick()
+        count += 1
     return count
 
 
