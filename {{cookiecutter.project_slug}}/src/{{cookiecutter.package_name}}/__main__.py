@@ -87,10 +87,10 @@ def populate(args: argparse.Namespace) -> int:
     with worker.stop_handlers():
         activate()
         code, outcome = worker.populate(tables, worker.options_from(args))
-    for table in tables:
-        made, failed = outcome.counts.get(table.__name__, (0, 0))
-        print(f"{table.__name__}: {made} made, {failed} failed")
-    return code
+        for table in tables:
+            made, failed = outcome.counts.get(table.__name__, (0, 0))
+            print(f"{table.__name__}: {made} made, {failed} failed")
+        return worker.exit_code(code)
 
 
 def status(args: argparse.Namespace) -> int:

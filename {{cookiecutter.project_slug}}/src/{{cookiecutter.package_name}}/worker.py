@@ -435,6 +435,11 @@ class Populator:
         return outcome
 
 
+def exit_code(code: int) -> int:
+    """`code`, or 128 + N when a stop signal came meanwhile, even too late to stop anything."""
+    return stopped_exit_code() if stop_requested() else code
+
+
 def stopped_exit_code() -> int:
     """128 + the signal that stopped us (143 for SIGTERM, 130 for SIGINT)."""
     return 128 + (_stop_signal or signal.SIGTERM)
@@ -606,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
                     log.warning("%s", error)
 
         code, _ = populate(tables, options_from(args), loop=args.loop, after_pass=after_pass)
+        code = exit_code(code)
     if code in (0, 1):
         log.info("worker finished: %s", "errors were met" if code else "no errors")
     return code
