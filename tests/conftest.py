@@ -15,10 +15,10 @@ import pytest
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 
-# Every environment the tests build with uv gets its .pyc files at install: with
-# PYTHONDONTWRITEBYTECODE set (CI machines), each Python start would otherwise compile
-# DataJoint, pandas and the rest again -- about 2 s of CPU per process, hundreds of times.
-os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
+# The programs the tests start write their .pyc files, as they do on a user's machine:
+# with PYTHONDONTWRITEBYTECODE set (CI machines), each Python start would compile DataJoint,
+# pandas and the rest again -- about 2 s of CPU per process, hundreds of times.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Settings under which a generated project's tests reach each backend.
 BACKENDS = {
@@ -215,7 +215,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`--dist loadgroup`): the tests of a module share a worker, so its
     module-scoped renders and installs are made once, unless the module spreads its tests
     over the workers (`SPREAD_OVER_WORKERS = True`: long independent tests, each of which
-    installs what it needs)."""
+    installs what it needs). Tests marked `first` are handed out before the others."""
+    items.sort(
+        key=lambda item: item.get_closest_marker("first") is None
+    )  # stable: else as collected
     for item in items:
         module = item.module
         if not getattr(module, "SPREAD_OVER_WORKERS", False):
