@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 RENDERED_CONTEXT = r"""{{ cookiecutter | tojson }}"""
@@ -17,7 +18,11 @@ PLAN_FILE = Path(".pipeline-plan.json")  # written by pre_gen_project
 
 
 def load_scaffold(package: str):
-    """Import the generated package's scaffold module without importing the package."""
+    """Import the generated package's scaffold module without importing the package.
+
+    No .pyc is written: a fresh project holds no build output.
+    """
+    sys.dont_write_bytecode = True
     path = Path("src", package, "scaffold.py")
     spec = importlib.util.spec_from_file_location("scaffold", path)
     module = importlib.util.module_from_spec(spec)

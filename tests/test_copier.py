@@ -115,6 +115,7 @@ def test_cookiecutter_cruft_and_copier_make_the_same_project(tmp_path, template_
     projects = {tool: next(path.iterdir()) for tool, path in out.items()}
     reference = tree(projects["cookiecutter"])
     assert any(name.endswith("sample_data.py") for name in reference)  # modules were written
+    assert not [name for name in reference if "__pycache__" in name]  # no build output
     for tool in ("cruft", "copier"):
         files = tree(projects[tool])
         assert sorted(files) == sorted(reference), tool
