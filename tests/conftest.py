@@ -107,11 +107,12 @@ def install(venv: Path, project: Path) -> None:
 
 
 def run_project_tests(
-    venv: Path, project: Path, backend: str, **extra: str
+    venv: Path, project: Path, backend: str, *paths: str, **extra: str
 ) -> subprocess.CompletedProcess:
-    """Run a generated project's own test suite against one backend (`extra`: settings)."""
+    """Run a generated project's own test suite (or `paths` of it) against one backend
+    (`extra`: settings)."""
     return subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths],
         cwd=project,
         env=clean_environment(**BACKENDS[backend], **extra),
         capture_output=True,
