@@ -60,8 +60,13 @@ def pre_gen():
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
-    """The current environment without DataJoint settings, plus `extra`."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DJ_")}
+    """The current environment without DataJoint settings (nor options meant for this
+    pytest run), plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("DJ_") and key != "PYTEST_ADDOPTS"
+    }
     env.update(extra)
     return env
 
