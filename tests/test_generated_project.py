@@ -1,7 +1,8 @@
 """Generated projects install and pass their own test suites on every backend.
 
-One uv environment serves every project (see conftest.project_env); each project
-runs its suite against MariaDB, PostgreSQL and the embedded PostgreSQL fallback.
+One uv environment serves every project (see conftest.project_env); each spec runs its
+suite on the backends SPEC_BACKENDS names -- MariaDB, PostgreSQL, the embedded PostgreSQL
+fallback -- and the default spec through `uv run` and plain pip too.
 """
 
 from __future__ import annotations

@@ -156,9 +156,16 @@ def _in_make(frame) -> bool:
 
 
 def _pool_child_stop(signum: int, frame: object) -> None:
-    """In a populate(processes=N) child: finish the key in progress; when idle, exit."""
+    """In a populate(processes=N) child: finish the key in progress, then exit.
+
+    Pool.terminate() sends SIGTERM once and then waits for its children: one in make()
+    looks again every 50 ms (SIGALRM) and exits once the key is done, rather than wait
+    for work from a pool that is gone.
+    """
     if not _in_make(frame):
         raise SystemExit(0)
+    signal.signal(signal.SIGALRM, _pool_child_stop)
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
 
 
 def _after_fork_in_child() -> None:
