@@ -171,7 +171,8 @@ def template_repo(tmp_path):
 
 def edit_as_a_lab(project: Path) -> None:
     """The lab's side of an update test: a table added to a generated module, a README line."""
-    with (project / "src" / "workflow" / "pipeline" / "subject.py").open("a") as module:
+    subject = project / "src" / "workflow" / "pipeline" / "subject.py"
+    with subject.open("a", encoding="utf-8") as module:
         module.write(
             '\n\n@schema\nclass Weighing(dj.Manual):\n    definition = """\n'
             '    -> Subject\n    weighing_date : date\n    ---\n    weight : float64\n    """\n'
@@ -222,9 +223,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     module-scoped renders and installs are made once, unless the module spreads its tests
     over the workers (`SPREAD_OVER_WORKERS = True`: long independent tests, each of which
     installs what it needs). Tests marked `first` are handed out before the others."""
-    items.sort(
-        key=lambda item: item.get_closest_marker("first") is None
-    )  # stable: else as collected
+    # A stable sort: apart from the `first` ones, the tests stay in the order collected.
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)
     for item in items:
         module = item.module
         if not getattr(module, "SPREAD_OVER_WORKERS", False):

@@ -97,11 +97,12 @@ def workers_data() -> list[dict]:
             entry = worker(row)
             moments = [m for m in (row["reserved"], row["completed"], entry["last_seen"]) if m]
             entry["last_seen"] = max(moments, default=None)
+        label = operations.label(table)
         for row in jobs.reserved.proj("host", "pid", "reserved_time").to_dicts():
             entry = worker(row)
             entry["reserved"] += 1
-            if operations.label(table) not in entry["tables"]:
-                entry["tables"].append(operations.label(table))
+            if label not in entry["tables"]:
+                entry["tables"].append(label)
             if entry["since"] is None or row["reserved_time"] < entry["since"]:
                 entry["since"] = row["reserved_time"]
     return sorted(workers.values(), key=lambda w: (w["since"] is None, str(w["since"])))
