@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ast
+import glob
 import importlib.util
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,6 +42,139 @@ BACKENDS = {
     },
     "embedded": {},
 }
+
+
+#: A password as users choose them: quotes, a backslash and `$$` (shell, .env and SQL quoting).
+LAB_PASSWORD = 'Lab\'s "pa$$word" \\ 1'
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A database account as labs have them: a password, and rights on its own prefix only.
+
+    `env`: the DJ_* settings for it; `prefix`: the start of every schema name it may create;
+    `admin_env`: the same server's administrator (for set-up and inspection only).
+    """
+
+    env: dict[str, str]
+    prefix: str
+    admin_env: dict[str, str] = field(default_factory=dict)
+
+    def test_prefix_env(self, package: str) -> dict[str, str]:
+        """Settings that make a generated package's tests use this account's prefix."""
+        return {f"{package.upper()}_TEST_PREFIX": f"{self.prefix}test_"}
+
+
+def mariadb_root(sql: str) -> str:
+    """Run SQL as this machine's MariaDB root (set-up only); its output, tab-separated."""
+    done = subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-P3306", "-N", "-B", "-e", sql],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def sql_string(text: str, backend: str) -> str:
+    """A string literal: MariaDB reads backslashes as escapes, PostgreSQL (standard
+    conforming strings) does not."""
+    if backend == "mariadb":
+        text = text.replace("\\", "\\\\")
+    return "'" + text.replace("'", "''") + "'"
+
+
+@pytest.fixture(scope="session")
+def mariadb_lab():
+    """A MariaDB account with a password and ALL rights on `<user>\\_%` only (no global
+    right, no other schema): what a lab gives one of its members."""
+    user = f"lab{secrets.token_hex(3)}"
+    mariadb_root(
+        f"CREATE USER '{user}'@'%' IDENTIFIED BY {sql_string(LAB_PASSWORD, 'mariadb')};"
+        f"GRANT ALL PRIVILEGES ON `{user}\\_%`.* TO '{user}'@'%';"
+    )
+    env = {**BACKENDS["mariadb"], "DJ_USER": user, "DJ_PASS": LAB_PASSWORD}
+    yield Credentials(env=env, prefix=f"{user}_", admin_env=dict(BACKENDS["mariadb"]))
+    names = mariadb_root(f"SELECT schema_name FROM information_schema.schemata "
+                         f"WHERE schema_name LIKE '{user}\\_%'").split()  # fmt: skip
+    mariadb_root("".join(f"DROP DATABASE `{name}`;" for name in names) + f"DROP USER '{user}'@'%';")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def postgres_bin(name: str) -> str:
+    """A PostgreSQL server program of the newest installed major version."""
+    found = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4])
+    )
+    return found[-1] if found else pytest.skip(f"PostgreSQL's {name} is not installed")
+
+
+@pytest.fixture(scope="session")
+def scram_postgres():
+    """A PostgreSQL cluster of its own, started for the tests with scram-sha-256 for every
+    connection (`initdb -A scram-sha-256`: users' servers trust no one), on a free port.
+
+    The lab's account has a password and owns one database, where it may create schemas.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="dj-template-scram-"))
+    data, sockets, pwfile = folder / "data", folder / "sockets", folder / "pw"
+    sockets.mkdir()
+    admin_password = LAB_PASSWORD + " admin"
+    pwfile.write_text(admin_password + "\n", encoding="utf-8")
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        shutil.chown(folder, "postgres")
+        for path in (sockets, pwfile):
+            shutil.chown(path, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_postgres, postgres_bin("initdb"), "-D", str(data), "-U", "postgres",
+                    "-A", "scram-sha-256", f"--pwfile={pwfile}", "--no-sync"],
+                   check=True, capture_output=True)  # fmt: skip
+    port = free_port()
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*as_postgres, postgres_bin("pg_ctl"), "-D", str(data), "-o", options,
+                    "-l", str(folder / "log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
+    admin_env = {"DJ_HOST": "127.0.0.1", "DJ_PORT": str(port), "DJ_USER": "postgres",
+                 "DJ_PASS": admin_password, "DJ_BACKEND": "postgresql"}  # fmt: skip
+    user = f"lab{secrets.token_hex(3)}"
+    try:
+        scram_psql(
+            admin_env, f"CREATE ROLE {user} LOGIN PASSWORD {sql_string(LAB_PASSWORD, 'postgresql')}"
+        )
+        scram_psql(admin_env, f"CREATE DATABASE {user} OWNER {user}")
+        env = {**admin_env, "DJ_USER": user, "DJ_PASS": LAB_PASSWORD, "DJ_DATABASE_NAME": user}
+        yield Credentials(env=env, prefix=f"{user}_", admin_env=admin_env)
+    finally:
+        subprocess.run([*as_postgres, postgres_bin("pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "-w", "stop"], check=False, capture_output=True)  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def scram_psql(env: dict[str, str], sql: str, database: str | None = None) -> str:
+    """Run SQL over TCP with a password (scram), as the account `env` names."""
+    done = subprocess.run(
+        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-h", env["DJ_HOST"], "-p", env["DJ_PORT"],
+         "-U", env["DJ_USER"], "-d", database or env.get("DJ_DATABASE_NAME", "postgres"),
+         "-c", sql],
+        env={**os.environ, "PGPASSWORD": env["DJ_PASS"]},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def lab_accounts(request) -> dict[str, Credentials]:
+    """Least-privileged, password-protected accounts by backend name, started on first use."""
+
+    class Lazy(dict):
+        def __missing__(self, backend: str) -> Credentials:
+            name = {"mariadb": "mariadb_lab", "postgresql": "scram_postgres"}[backend]
+            self[backend] = request.getfixturevalue(name)
+            return self[backend]
+
+    return Lazy()
 
 
 def load_module(path: Path):
@@ -112,18 +249,36 @@ def install(venv: Path, project: Path) -> None:
 
 
 def run_project_tests(
-    venv: Path, project: Path, backend: str, *paths: str, **extra: str
+    venv: Path, project: Path, backend: str | dict[str, str], *paths: str, **extra: str
 ) -> subprocess.CompletedProcess:
-    """Run a generated project's own test suite (or `paths` of it) against one backend
-    (`extra`: settings)."""
+    """Run a generated project's own test suite (or `paths` of it) against one backend: a
+    name of BACKENDS or DJ_* settings (`extra`: more settings)."""
+    settings = BACKENDS[backend] if isinstance(backend, str) else backend
     return subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths],
         cwd=project,
-        env=clean_environment(**BACKENDS[backend], **extra),
+        env=clean_environment(**settings, **extra),
         capture_output=True,
         check=False,
         text=True,
     )
+
+
+def package_of(project: Path) -> str:
+    """The package name of a generated project (its one folder under src/)."""
+    (package,) = [path.name for path in (project / "src").iterdir() if path.is_dir()
+                  and not path.name.endswith(".egg-info")]  # fmt: skip
+    return package
+
+
+def leftover_schemas(account: Credentials, database: str | None = None) -> list[str]:
+    """Schemas of the account's prefix that still exist (seen by the server's administrator)."""
+    start = account.prefix.replace("_", "\\_")
+    if account.env["DJ_BACKEND"] == "mysql":
+        return mariadb_root(f"SELECT schema_name FROM information_schema.schemata "
+                            f"WHERE schema_name LIKE '{start}%'").split()  # fmt: skip
+    return scram_psql(account.admin_env, f"SELECT nspname FROM pg_namespace "
+                      f"WHERE nspname LIKE '{start}%'", database).split()  # fmt: skip
 
 
 GIT = {
