@@ -51,6 +51,10 @@ GIVEN_ANSWERS = r"""{{ _cookiecutter | default({}) | tojson }}"""
 PLAN_FILE = ".pipeline-plan.json"
 
 TEXT_LIMIT = 256
+# The longest prefixes the project's own tests use, 19 characters either way: the throwaway
+# prefix test_<6 hex>_ with ro<4 hex>_ added (test_operations.py), and on MySQL the grant
+# pattern of its development set, dev\_test\_<6 hex>\_ (access.py escapes each '_').
+TEST_PREFIX_ROOM = 19
 NAME_LIMIT = 64
 PACKAGE_LIMIT = 32  # longer names push generated lines over ruff's 100 columns
 PREFIX_LIMIT = 40
@@ -70,7 +74,9 @@ RULES = {
     "schema-shadow": "not a name the generated code already uses, a module the project or its "
     "tests import, or a Python builtin",
     "schema-length": "fits the backend's identifier limit (MySQL 64, PostgreSQL 63 characters) "
-    "with the production prefix and 8 characters to spare for a development prefix",
+    "after the production prefix with 8 characters to spare for a development prefix, and after "
+    f"the {TEST_PREFIX_ROOM}-character prefixes of the project's tests; on MySQL each '_' counts "
+    "twice (its grants escape it)",
     "spec-syntax": "entries 'name' or 'name <- upstream, ...' (optionally 'name [role] <- ...') "
     "separated by ';' or line breaks (or given as a list), or a mapping of names",
     "spec-file": f"a spec given as a path names a regular UTF-8 YAML file of at most "
@@ -83,6 +89,8 @@ RULES = {
     "spec-cycle": "no dependency cycles",
     "spec-role": "a role is acquisition, processing or analysis",
     "project-name": "not empty, at most 100 characters",
+    "visible": "at least one visible character: a letter, digit, punctuation mark or symbol, "
+    "not only spaces, marks or invisible characters such as U+200B or U+2800",
     "project-slug": "lowercase letters, digits, '-', '_' and '.', starting and ending with a letter "
     f"or digit, at most {NAME_LIMIT} characters",
     "package-name": "an importable name: lowercase letters, digits and underscores, starting with "
@@ -93,8 +101,11 @@ RULES = {
     f"at most {PREFIX_LIMIT} characters",
     "choice": "one of the listed choices",
     "port": "a whole number from 1 to 65535 in ASCII digits, without leading zeros",
-    "host": "a host name, IP address or socket directory: ASCII letters, digits, '.', '-', '_', "
-    "':', '/', '[' and ']'",
+    "host-url": "the host alone: not a URL, and no port or path after it (the port is "
+    "database_port)",
+    "host": "a host name or IPv4 address of ASCII letters, digits, '.', '-' and '_', or with "
+    "PostgreSQL a socket directory (an absolute path); DataJoint 2.3.5 reads any ':' as the start "
+    "of a port, so no IPv6 address",
     "email": "an e-mail address name@domain: the name of ASCII letters, digits and symbols "
     "such as + - _ ' with single dots between; the domain of letters, digits and hyphens with "
     "dots between, ending in two letters or more",
@@ -119,6 +130,8 @@ CHOICES = {
 }
 IDENTIFIER_LIMIT = {"mysql": 64, "postgresql": 63}
 DEVELOPMENT_PREFIX_ROOM = 8
+# The scaffold's longest table name adds 10 characters to the schema's: _<schema>__channel.
+TABLE_NAME_ROOM = 10
 # DataJoint 2.3.5's Requires-Dist, with its postgres and s3 extras, as import names: the
 # project imports them through DataJoint, so a package of the same name would shadow them.
 DATAJOINT_IMPORTS = frozenset(
@@ -127,6 +140,9 @@ DATAJOINT_IMPORTS = frozenset(
 )
 # Characters that break the one-line files answers are written to, or read as other text.
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Letters and symbols that show nothing: Unicode's default-ignorable code points of those
+# categories (Hangul fillers, variation selectors ...) and the blank braille pattern.
+BLANK_GRAPHICS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 # Reserved words: MySQL 8 with MariaDB's, and PostgreSQL's (as listed by SQLAlchemy).
 SQL_RESERVED = {
@@ -445,10 +461,44 @@ def port(value: str, context: dict) -> str:
     return ""
 
 
+def host_url(value: str, context: dict) -> str:
+    """A URL, host:port or host/path: name the host alone, the port apart."""
+    if "://" in value:
+        url = re.fullmatch(r"[A-Za-z][\w+.-]*://(?:[^@/]*@)?([^/:]*)(?::([0-9]*))?(/.*)?", value)
+        kind = "a URL"
+    else:
+        url = re.fullmatch(r"([^/:]*)(?::([0-9]*))?(/.*)?", value)
+        if value.startswith("/") or not url or not (url[2] or url[3]):
+            return ""  # a socket directory, or no more than a host: the host rule checks it
+        kind = "more than a host"
+    if not url or not re.fullmatch(r"[A-Za-z0-9._-]+", url[1]):
+        return f"{shown(value)} is {kind}, not a host"
+    port = f", and database_port={url[2]}" if url[2] else ""
+    return f"{shown(value)} is {kind}; give the host name alone: {url[1]}{port}"
+
+
 def host(value: str, context: dict) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9._:/\[\]-]+", value):
-        return f"{shown(value)} is not a host"
-    return ""
+    if re.fullmatch(r"[A-Za-z0-9._-]+", value):
+        return ""
+    if re.fullmatch(r"/[A-Za-z0-9._/-]*", value):
+        if context.get("database_backend") == "postgresql":
+            return ""
+        return f"{shown(value)} is a socket directory: DataJoint 2.3.5 reaches those on PostgreSQL"
+    if ":" in value:
+        return f"{shown(value)} holds a ':'; give a host name or IPv4 address"
+    return f"{shown(value)} is not a host"
+
+
+def visible(value: str, context: dict) -> str:
+    """Some character a reader sees: a letter, digit, punctuation mark or symbol."""
+    if any(
+        unicodedata.category(character)[0] in "LNPS" and character not in BLANK_GRAPHICS
+        for character in value
+    ):
+        return ""
+    points = sorted({f"U+{ord(character):04X}" for character in value})
+    listed = f" (only {', '.join(points[:5])}{' ...' if len(points) > 5 else ''})" if points else ""
+    return f"{shown(value)} has no visible character{listed}"
 
 
 def email(value: str, context: dict) -> str:
@@ -783,13 +833,29 @@ def schema_shadow(name: str, context: dict) -> str:
     return f"{name!r} is {reason} (e.g. {name + '_data'!r})" if reason else ""
 
 
+def identifier_length(text: str, backend: str) -> int:
+    """The length a name counts for: on MySQL each '_' twice, as grants escape it ('\\_')."""
+    return len(text) + (text.count("_") if backend != "postgresql" else 0)
+
+
 def schema_length(name: str, context: dict) -> str:
     prefix = context.get("schema_prefix", "")
-    limit = IDENTIFIER_LIMIT.get(context.get("database_backend"), min(IDENTIFIER_LIMIT.values()))
-    room = limit - len(prefix) - DEVELOPMENT_PREFIX_ROOM
-    if len(name) <= room:
+    backend = context.get("database_backend", "mysql")
+    limit = IDENTIFIER_LIMIT.get(backend, min(IDENTIFIER_LIMIT.values()))
+    before = identifier_length(prefix, backend) + DEVELOPMENT_PREFIX_ROOM
+    room = limit - max(before, TEST_PREFIX_ROOM, TABLE_NAME_ROOM)
+    length = identifier_length(name, backend)
+    if length <= room:
         return ""
-    return f"{name!r} has {len(name)} characters, {room} at most fit after the prefix {prefix!r}"
+    if room < 1:
+        return f"the prefix {prefix!r} leaves no room for a schema name on {backend}"
+    counted = f"{length} characters" + (" (each '_' twice)" if length > len(name) else "")
+    after = (
+        f"the prefix {prefix!r}"
+        if before >= TEST_PREFIX_ROOM
+        else f"the tests' {TEST_PREFIX_ROOM}-character prefixes"
+    )
+    return f"{name!r} counts {counted}, {max(room, 0)} at most fit after {after} on {backend}"
 
 
 SCHEMA_NAME_RULES = {
@@ -919,13 +985,14 @@ TEXT: tuple[Rule, ...] = (("answer-text", answer_text), ("text", printable_text)
 
 #: The rules of each answer, checked in this order; `schemas` has the spec rules above.
 FIELD_RULES: dict[str, tuple[Rule, ...]] = {
-    "project_name": (*TEXT, ("project-name", project_name)),
+    "project_name": (*TEXT, ("project-name", project_name), ("visible", visible)),
+    "author_name": (*TEXT, ("visible", visible)),
     "project_slug": (*TEXT, ("project-slug", project_slug)),
     "package_name": (*TEXT, ("package-name", package_name), ("package-shadow", package_shadow)),
     "author_email": (*TEXT, ("email", email)),
     "github_org": (*TEXT, ("github-org", github_org)),
     **{field: (*TEXT, ("choice", one_of(options))) for field, options in CHOICES.items()},
-    "database_host": (*TEXT, ("host", host)),
+    "database_host": (*TEXT, ("host-url", host_url), ("host", host)),
     "database_port": (*TEXT, ("port", port)),
     "schema_prefix": (*TEXT, ("schema-prefix", schema_prefix)),
     "s3_endpoint": (*TEXT, ("s3-endpoint", s3_endpoint)),

@@ -47,6 +47,9 @@ KNOWN_DEVICES = {
 # The guide acquires these from their own instruments, whatever is upstream.
 ACQUIRED = frozenset({"ephys", "imaging"})
 SAMPLE_ROWS = 3
+# Widths of the starter's text columns, widened to hold what the starter itself stores.
+NAME_WIDTH = 64
+DEVICE_WIDTH = 32
 FIRST_VERSION = "0.1.0"
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*\Z")
 LINE_LENGTH = 100  # ruff's line-length in pyproject.toml: the modules are written as it formats
@@ -67,6 +70,16 @@ def device(schema: str) -> tuple[str, str, list[tuple[str, int]]]:
     if schema in KNOWN_DEVICES:
         return KNOWN_DEVICES[schema]
     return f"{camel(schema)}Device", f"{schema}_device", [(f"{schema} rig", 2)]
+
+
+def entity_names(schema: str) -> list[str]:
+    """The names of the sample rows of an entity table."""
+    return [f"{schema} {number}" for number in range(1, SAMPLE_ROWS + 1)]
+
+
+def width(default: int, values: list[str]) -> int:
+    """A varchar width: the default, or more if a value the starter stores needs it."""
+    return max(default, *map(len, values))
 
 
 def escaped(text: str) -> str:
@@ -107,7 +120,7 @@ class $table(dj.Manual):
     definition = """
     ${name}_id : int32
     ---
-    ${name}_name : varchar(64)
+    ${name}_name : varchar($name_width)
     """
 ''')
 
@@ -132,7 +145,7 @@ class $device(dj.Lookup):
     """The kinds of $device_words the lab acquires data with; add a row for a new one."""
 
     definition = """
-    $device_key : varchar(32)
+    $device_key : varchar($device_width)
     ---
     num_channels : int32
     """
@@ -393,6 +406,7 @@ def module_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], b
         "table": tables[name],
         "blob": blob,
         "foreign_keys": "\n".join(f"    -> {parent}.{tables[parent]}" for parent in upstream),
+        "name_width": width(NAME_WIDTH, entity_names(name)),
     }
     head = HEAD.substitute(
         docstring=docstring(summary),
@@ -409,6 +423,7 @@ def module_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], b
             fields,
             device=lookup,
             device_key=key,
+            device_width=width(DEVICE_WIDTH, [kind for kind, _ in contents]),
             device_word=re.sub(r"(?<!^)(?=[A-Z])", " ", lookup).lower(),
             device_words=re.sub(r"(?<!^)(?=[A-Z])", " ", lookup).lower() + "s",
             contents="[\n"
@@ -465,8 +480,8 @@ def sample_entries(plan: list[dict], tables: dict[str, str], kinds: dict[str, st
         name, upstream = schema["name"], schema["upstream"]
         if kinds[name] == "entity":
             rows = [
-                f'{{"{name}_id": {i}, "{name}_name": "{name} {i}"}}'
-                for i in range(1, SAMPLE_ROWS + 1)
+                f'{{"{name}_id": {i}, "{name}_name": "{text}"}}'
+                for i, text in enumerate(entity_names(name), start=1)
             ]
         elif kinds[name] == "event":
             keys = "".join(f'"{parent}_id": {{i}}, ' for parent in upstream)
