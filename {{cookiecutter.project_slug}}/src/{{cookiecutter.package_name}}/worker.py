@@ -7,7 +7,7 @@ worker only.
     python -m <package>.worker                  # one pass over every table, then exit
     python -m <package>.worker --loop 60        # a pass every 60 s until stopped
     python -m <package>.worker --schema ephys   # only the tables of some schemas
-    python -m <package>.worker --processes 4    # populate(processes=4): four forked processes
+    python -m <package>.worker --processes 4    # four worker processes, each its own connection
     python -m <package>.worker --priority 3     # only jobs of priority 3 or more urgent
 
 Exit status: 0 when every key tried was made; 1 when a make() failed (logged with
@@ -28,12 +28,20 @@ slowest make()) re-queues reservations older than that, or until
 Transient database errors -- deadlock, lock wait timeout, lost connection -- are
 retried with exponential backoff (``--retries``, ``--backoff``): the key goes back to
 pending, scheduled after the delay, and the connection is re-established.
+
+``--processes N`` forks N children, each running this worker with a connection of its
+own; the parent only supervises. It forwards SIGTERM and SIGINT to them, and they stop
+when it dies, even by SIGKILL. A child that dies (SIGKILL, out of memory) has its
+reservations re-queued by the parent, which then exits 1; with ``--loop`` the others are
+stopped too, for the service manager to restart the worker.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import json
 import logging
 import os
 import platform
@@ -42,7 +50,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import NoReturn
 
 import datajoint as dj
 from datajoint import autopopulate
@@ -70,7 +79,8 @@ class StopRequested(Exception):
 
 
 _stop_signal: int | None = None  # the first stop signal received
-_in_pool = False  # a populate(processes=N) call is forking its pool
+_parent: int | None = None  # in a child of --processes N: the worker that started it
+PR_SET_PDEATHSIG = 1  # prctl(2) option: a signal for this process when its parent dies
 
 
 def _request_stop(signum: int, frame: object) -> None:
@@ -81,7 +91,12 @@ def _request_stop(signum: int, frame: object) -> None:
 
 
 def stop_requested() -> bool:
-    """Has SIGTERM or SIGINT asked this worker to stop (also while the signals are held)?"""
+    """Has SIGTERM or SIGINT asked this worker to stop (also while the signals are held)?
+
+    A child of --processes N also stops when the worker that started it is gone.
+    """
+    if _parent is not None and _stop_signal is None and os.getppid() != _parent:
+        _request_stop(signal.SIGTERM, None)
     return _stop_signal is not None or bool(signal.sigpending() & set(STOP_SIGNALS))
 
 
@@ -145,38 +160,6 @@ class _KeepStopHandlers:
 
 
 autopopulate.signal = _KeepStopHandlers()  # type: ignore[assignment]
-
-
-def _in_make(frame) -> bool:
-    while frame is not None:
-        if frame.f_code.co_name == "_populate1":
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _pool_child_stop(signum: int, frame: object) -> None:
-    """In a populate(processes=N) child: finish the key in progress, then exit.
-
-    Pool.terminate() sends SIGTERM once and then waits for its children: one in make()
-    looks again every 50 ms (SIGALRM) and exits once the key is done, rather than wait
-    for work from a pool that is gone.
-    """
-    if not _in_make(frame):
-        raise SystemExit(0)
-    signal.signal(signal.SIGALRM, _pool_child_stop)
-    signal.setitimer(signal.ITIMER_REAL, 0.05)
-
-
-def _after_fork_in_child() -> None:
-    """Pool children of populate(processes=N): the parent decides when to stop."""
-    if _in_pool:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
-        signal.signal(signal.SIGTERM, _pool_child_stop)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -249,12 +232,19 @@ def requeue(table: dj.Table, keys: list[dict], delay: float = 0) -> None:
     jobs.refresh(keys, delay=delay)
 
 
-def release_mine(table: dj.Table) -> int:
-    """Re-queue the reservations this process holds (after an error cut a key short)."""
-    mine = table.jobs.reserved & {"host": platform.node(), "pid": os.getpid()}
+def release_mine(table: dj.Table, pid: int | None = None) -> int:
+    """Re-queue the reservations this process (or child `pid`) holds, which no key in
+    progress explains: an error cut them short, or the process is gone."""
+    mine = table.jobs.reserved & {"host": platform.node(), "pid": pid or os.getpid()}
     keys = mine.keys()
     requeue(table, keys)
     return len(keys)
+
+
+def reconnect(connection: dj.Connection) -> None:
+    """A new session (DataJoint records its id with each reservation it makes)."""
+    connection.connect()
+    connection.connection_id = connection.adapter.get_connection_id(connection._conn)
 
 
 def pending_keys(table: dj.Table, priority: int | None) -> list[dict]:
@@ -276,12 +266,19 @@ def pending_keys(table: dj.Table, priority: int | None) -> list[dict]:
 
 
 class Populator:
-    """Populates tables key by key, stopping between keys and retrying transient errors."""
+    """Populates tables key by key, stopping between keys and retrying transient errors.
+
+    Nothing an error interrupts is left behind: keys to retry wait in `requeues` until
+    the database takes them back, and before a table is left this process's own
+    reservations are re-queued (a reservation whose answer was lost with the connection
+    looks taken to DataJoint, which then skips the key).
+    """
 
     def __init__(self, options: Options) -> None:
         self.options = options
         self.attempts: dict[tuple[str, str], int] = {}
         self.retry_due: dict[str, float] = {}  # table: when its last re-queued key is due
+        self.requeues: dict[str, list[tuple[dict, float]]] = {}  # table: (key, delay) to put back
         self.failures_in_a_row = 0
         self.seconds_per_key = 0.0  # measured: wall time of a populate() call per key made
 
@@ -300,40 +297,41 @@ class Populator:
 
         A stop waits for the chunk in progress, so chunks last about STOP_WITHIN seconds;
         each populate() call costs a few queries of its own, so quick keys go together.
-        With --processes N, each call forks N processes: two keys per process at least.
         """
         quick = int(STOP_WITHIN / self.seconds_per_key) if self.seconds_per_key else 1
-        processes = self.options.processes
-        return max(1, min(quick, KEYS_PER_ROUND)) if processes == 1 else max(quick, 2 * processes)
+        return max(1, min(quick, KEYS_PER_ROUND))
 
     def populate_once(self, table: dj.Table, keys: list[dict]) -> dict:
         """One DataJoint populate() call over `keys`, with the stop signals held."""
-        global _in_pool
-        processes = self.options.processes
         with signals_held():
-            _in_pool = processes > 1
-            try:
-                return table.populate(
-                    keys if len(keys) > 1 else keys[0],
-                    reserve_jobs=True,
-                    suppress_errors=True,
-                    return_exception_objects=True,
-                    max_calls=len(keys),
-                    processes=processes,
-                    priority=self.options.priority,
-                    refresh=False,
-                )
-            finally:
-                _in_pool = False
+            return table.populate(
+                keys if len(keys) > 1 else keys[0],
+                reserve_jobs=True,
+                suppress_errors=True,
+                return_exception_objects=True,
+                max_calls=len(keys),
+                priority=self.options.priority,
+                refresh=False,
+            )
+
+    def settle(self, table: dj.Table) -> int:
+        """Put back the keys errors left behind; returns how many reservations were freed."""
+        waiting = self.requeues.get(type(table).__name__, [])
+        while waiting:
+            key, delay = waiting[0]
+            requeue(table, [key], delay=delay)
+            waiting.pop(0)
+        return release_mine(table)
 
     def handle_errors(self, table: dj.Table, errors: list) -> tuple[int, bool]:
         """Log failed keys; re-queue stopped and transient ones. Returns (failed, stop)."""
         failed, stop = 0, False
         name = type(table).__name__
+        waiting = self.requeues.setdefault(name, [])
         for key, error in errors:
             key = {attr: key[attr] for attr in table.jobs.primary_key}
             if isinstance(error, StopRequested):
-                requeue(table, [key])
+                waiting.append((key, 0))
                 stop = True
                 continue
             attempt = self.attempts.get((name, repr(key)), 0) + 1
@@ -350,11 +348,12 @@ class Populator:
                     self.options.retries,
                     delay,
                 )
-                requeue(table, [key], delay=delay)
+                waiting.append((key, delay))
                 self.retry_due[name] = max(self.retry_due.get(name, 0), time.monotonic() + delay)
                 continue
             log.error("%s %s failed: %s: %s", name, key, type(error).__name__, error)
             failed += 1
+        self.settle(table)
         return failed, stop
 
     def table(self, table_class: type[dj.Table], budget: int | None, outcome: Outcome) -> None:
@@ -362,6 +361,8 @@ class Populator:
         name = table_class.__name__
         table = table_class()  # one instance: its jobs table is looked up once
         made, failed = outcome.counts.get(name, (0, 0))
+        if self.settle(table):
+            log.warning("%s: re-queued the reservations a lost connection left", name)
         if self.options.orphan_timeout:
             orphans = table.jobs.refresh(orphan_timeout=self.options.orphan_timeout)["orphaned"]
             if orphans:
@@ -377,6 +378,8 @@ class Populator:
                 if budget is not None:
                     keys = keys[: budget - made - failed]
                 if not keys:
+                    if self.settle(table):
+                        continue  # reservations a lost answer left: their keys are pending again
                     due = self.retry_due.pop(name, None)
                     if due is None:
                         break
@@ -400,6 +403,7 @@ class Populator:
                         bar.update(result["success_count"] + new_failures)
                     if stop:
                         return
+            self.settle(table)
         finally:
             if bar is not None:
                 bar.close()
@@ -432,14 +436,23 @@ class Populator:
                         delay,
                     )
                     self.pause(delay)
-                    with contextlib.suppress(Exception):
-                        table.connection.connect()
-                        table.connection.cancel_transaction()  # the lost one is no more
-                        release_mine(table())
+                    with contextlib.suppress(Exception):  # else the next try meets the error
+                        reconnect(table.connection)
+                    # the next self.table() re-queues what the error left behind
             made, failed = outcome.counts.get(table.__name__, (0, 0))
             if made or failed:
                 log.info("%s: %d made, %d failed", table.__name__, made, failed)
         return outcome
+
+    def leftovers(self, tables: list[type[dj.Table]]) -> bool:
+        """After a stop or an error: put back what is left; False if some could not be."""
+        try:
+            for table in tables:
+                self.settle(table())
+        except Exception as error:  # noqa: BLE001 -- whatever the database says, the exit is 1
+            log.error("could not re-queue this worker's keys: %s: %s", type(error).__name__, error)
+            return False
+        return True
 
 
 def exit_code(code: int) -> int:
@@ -554,10 +567,14 @@ def populate(
 ) -> tuple[int, Outcome]:
     """Run passes over `tables` until done (or forever with `loop`); returns (exit code, last pass).
 
-    `after_pass` runs after each pass (the worker's alerts).
+    `after_pass` runs after each pass (the worker's alerts). With `options.processes`
+    above 1, the passes run in that many child processes (see `populate_in_children`).
 
     Must run in the main thread: it handles SIGTERM and SIGINT.
     """
+    if options.processes > 1:
+        with stop_handlers():
+            return populate_in_children(tables, options, loop, after_pass)
     populator = Populator(options)
     errors = 0
     outcome = Outcome()
@@ -574,16 +591,178 @@ def populate(
                     populator.pause(loop)
         except DatabaseUnavailable as error:
             log.error("database unavailable, giving up: %s", error)
+            populator.leftovers(tables)
             return 1, outcome
         except dj.DataJointError as error:
             log.error("%s: %s", type(error).__name__, error)
+            populator.leftovers(tables)
             return 1, outcome
+        except BaseException:
+            populator.leftovers(tables)
+            raise
         if stop_requested():
+            settled = populator.leftovers(tables)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # deliver a held signal
             name = signal.Signals(_stop_signal or signal.SIGTERM).name
-            log.warning("stopped by %s; the key in progress was finished or re-queued", name)
+            if settled:
+                log.warning("stopped by %s; the key in progress was finished or re-queued", name)
             return stopped_exit_code(), outcome
     return (1 if errors else 0), outcome
+
+
+def _connections(tables: list[type[dj.Table]]) -> list[dj.Connection]:
+    """The tables' database connections, each once (usually one)."""
+    return list({id(table.connection): table.connection for table in tables}.values())
+
+
+def _stop_with_parent(parent: int) -> None:
+    """In a child: stop (as on SIGTERM) when the worker that started it dies.
+
+    Linux sends the signal itself (prctl PR_SET_PDEATHSIG), even when the parent is
+    killed with SIGKILL; elsewhere stop_requested() notices the new parent process.
+    """
+    global _parent
+    _parent = parent
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    stop_requested()  # the parent may have died before prctl
+
+
+def _run_child(
+    tables: list[type[dj.Table]],
+    options: Options,
+    loop: float | None,
+    after_pass: Callable[[], None] | None,
+    parent: int,
+    report: int,
+) -> NoReturn:
+    """A child of --processes N: the one-process worker on a connection of its own.
+
+    Writes its counts to the `report` pipe and exits with the worker's exit status,
+    never returning into the caller's code.
+    """
+    code = 1
+    try:
+        _stop_with_parent(parent)
+        for connection in _connections(tables):
+            reconnect(connection)
+        code, outcome = populate(tables, options, loop, after_pass)
+        os.write(report, json.dumps(outcome.counts).encode())
+    except BaseException as error:  # noqa: BLE001 -- the child must reach os._exit
+        log.error("worker process %d: %s: %s", os.getpid(), type(error).__name__, error)
+    finally:
+        logging.shutdown()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def populate_in_children(
+    tables: list[type[dj.Table]],
+    options: Options,
+    loop: float | None = None,
+    after_pass: Callable[[], None] | None = None,
+) -> tuple[int, Outcome]:
+    """--processes N: fork N one-process workers and wait for them.
+
+    The parent holds no connection while they run. It forwards a stop signal to them;
+    when one dies of anything else (SIGKILL, out of memory) it re-queues that child's
+    reservations, stops the others when looping, and exits 1. Returns (exit code,
+    the children's counts added up).
+    """
+    connections = _connections(tables)
+    for connection in connections:
+        with contextlib.suppress(Exception):  # closed already is as good
+            connection.close()  # children open their own: none shares the parent's session
+    children: dict[int, int] = {}  # pid: read end of the pipe of its counts
+    count = (
+        options.processes
+        if options.max_calls is None
+        else min(options.processes, options.max_calls)
+    )
+    for index in range(count):
+        if stop_requested():
+            break
+        budget = options.max_calls
+        if budget is not None:  # --max-calls is shared out
+            budget = budget // count + (index < budget % count)
+        child_options = replace(options, processes=1, max_calls=budget, progress=False)
+        read, write = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            _run_child(
+                tables, child_options, loop, after_pass if index == 0 else None, parent, write
+            )
+        os.close(write)
+        children[pid] = read
+    codes: dict[int, int] = {}
+    outcome = Outcome()
+    forwarded = released = False
+    while len(codes) < len(children):
+        if stop_requested() and not forwarded:
+            _signal_children(children, codes, _stop_signal or signal.SIGTERM)
+            forwarded = True
+        for pid in list(children):
+            if pid in codes:
+                continue
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if not done:
+                continue
+            codes[pid] = os.waitstatus_to_exitcode(status)
+            _add_counts(outcome, children[pid])
+            if codes[pid] < 0:  # killed: its reservations are nobody's now
+                log.error("worker process %d died of %s", pid, signal.Signals(-codes[pid]).name)
+                _release_child(tables, options, pid)
+                released = True
+                if loop is not None and not forwarded:
+                    _signal_children(children, codes, signal.SIGTERM)
+                    forwarded = True
+        time.sleep(0.02)
+    for connection in connections:
+        with contextlib.suppress(Exception):  # as the caller left it, when the server answers
+            reconnect(connection)
+    if stop_requested():
+        return stopped_exit_code(), outcome
+    return (1 if released or any(codes.values()) else 0), outcome
+
+
+def _signal_children(children: dict[int, int], codes: dict[int, int], signum: int) -> None:
+    for pid in children:
+        if pid not in codes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+
+def _add_counts(outcome: Outcome, read: int) -> None:
+    """Add a finished child's counts (nothing when it was killed) to `outcome`."""
+    with os.fdopen(read, "rb") as pipe:
+        text = pipe.read()
+    for name, (made, failed) in (json.loads(text) if text else {}).items():
+        before = outcome.counts.get(name, (0, 0))
+        outcome.counts[name] = (before[0] + made, before[1] + failed)
+        outcome.made += made
+        outcome.failed += failed
+
+
+def _release_child(tables: list[type[dj.Table]], options: Options, pid: int) -> None:
+    """Re-queue the reservations of a child that was killed, retrying transient errors."""
+    populator = Populator(options)
+    for attempt in range(1, options.retries + 2):
+        try:
+            for connection in _connections(tables):
+                reconnect(connection)
+            released = sum(release_mine(table(), pid) for table in tables)
+            log.warning("re-queued %d key(s) reserved by worker process %d", released, pid)
+            return
+        except Exception as error:  # noqa: BLE001 -- logged: the exit is 1 anyway
+            if not is_transient(error) or attempt > options.retries:
+                log.error("could not re-queue the keys of worker process %d: %s", pid, error)
+                return
+            time.sleep(populator.backoff(attempt))
 
 
 def main(argv: list[str] | None = None) -> int:
