@@ -1,7 +1,8 @@
 """Generated projects install and pass their own test suites on every backend.
 
 One uv environment serves every project (see conftest.project_env); each spec runs its
-suite on the backends SPEC_BACKENDS names -- MariaDB, PostgreSQL, the embedded PostgreSQL
+suite on the backends SPEC_BACKENDS names -- MariaDB and PostgreSQL as a lab member's
+password-protected, least-privileged account (conftest.lab_accounts), the embedded PostgreSQL
 fallback -- and the default spec through `uv run` and plain pip too.
 """
 
@@ -15,7 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import clean_environment, install, run_project_tests
+from conftest import (
+    clean_environment,
+    install,
+    leftover_schemas,
+    package_of,
+    run_project_tests,
+    scram_psql,
+)
 
 pytestmark = pytest.mark.slow
 # Long and independent tests: the workers share them (see conftest.py).
@@ -80,38 +88,30 @@ def installed_projects(cookies_session, project_env):
     return get
 
 
-def psql(sql: str, database: str = "postgres") -> str:
-    done = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-tAc", sql],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 @pytest.mark.parametrize(("spec", "backend"), CASES)
-def test_generated_suite_passes(installed_projects, project_env, spec, backend):
-    """The suite passes; on PostgreSQL it runs in a database of its own, which it must leave
-    without a schema (suites running beside it do not count)."""
-    project, leftover = installed_projects(spec), ""
-    if backend != "postgresql":
+def test_generated_suite_passes(installed_projects, project_env, lab_accounts, spec, backend):
+    """The suite passes as a lab member runs it: with a password, and rights on its own prefix
+    only (MariaDB) or on a database of its own in a cluster that authenticates with
+    scram-sha-256 (PostgreSQL). It must leave no schema behind."""
+    project = installed_projects(spec)
+    if backend == "embedded":
         result = run_project_tests(project_env, project, backend)
-    else:
-        database = f"suite_{secrets.token_hex(3)}"
-        psql(f"CREATE DATABASE {database}")
-        try:
-            result = run_project_tests(project_env, project, backend, DJ_DATABASE_NAME=database)
-            leftover = psql(
-                "select nspname from pg_namespace where nspname like 'test\\_%'", database
-            )
-        finally:
-            psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        return
+    account = lab_accounts[backend]
+    settings = {**account.env, **account.test_prefix_env(package_of(project))}
+    database = None
+    if backend == "postgresql":  # a database of its own: suites running beside it do not count
+        database = f"{account.env['DJ_USER']}_{secrets.token_hex(3)}"
+        scram_psql(account.admin_env, f"CREATE DATABASE {database} OWNER {account.env['DJ_USER']}")
+        settings["DJ_DATABASE_NAME"] = database
+    before = leftover_schemas(account, database)
+    result = run_project_tests(project_env, project, settings)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
     if spec != "single":  # a lone schema keeps nothing in the store, so that test skips
-        assert "skipped" not in result.stdout
-    assert leftover == ""
+        assert "skipped" not in result.stdout, result.stdout[-3000:]
+    assert leftover_schemas(account, database) == before
 
 
 def test_uv_run_in_a_generated_project(cookies):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BACKENDS, TEMPLATE
+from conftest import TEMPLATE, Credentials, package_of
 from cookiecutter.main import cookiecutter
 from packaging.requirements import Requirement
 
@@ -243,19 +243,32 @@ def test_ci_lint_job_runs_as_written(renders):
     assert_clean(project)
 
 
+def as_a_lab_member(project: Path, account: Credentials) -> dict[str, str]:
+    """A CI job's settings for a lab member's account: its server, its password and
+    its own prefix for the tests and the declared set."""
+    package = package_of(project)
+    return {
+        **account.env,
+        **account.test_prefix_env(package),
+        f"{package.upper()}_SCHEMA_PREFIX": f"{account.prefix}ci_",
+    }
+
+
 @pytest.mark.slow
-def test_ci_postgresql_job_runs_as_written(renders):
-    """The PostgreSQL job's steps pass against this machine's server, with the job's env."""
+def test_ci_postgresql_job_runs_as_written(renders, scram_postgres):
+    """The PostgreSQL job's steps pass with a password over scram-sha-256, as a user who owns
+    one database and nothing else."""
     project = renders["postgresql-file"]  # python_min 3.11: UV_PYTHON finds this machine's
-    results = run_job(project, "postgresql")
+    results = run_job(project, "postgresql", **as_a_lab_member(project, scram_postgres))
     assert results[-1].returncode == 0, output(results[-1])
 
 
 @pytest.mark.slow
-def test_ci_mysql_job_runs_as_written(renders):
-    """The MySQL job's steps pass against this machine's MariaDB (whose root has no password)."""
+def test_ci_mysql_job_runs_as_written(renders, mariadb_lab):
+    """The MySQL job's steps pass with a password (quotes and $$ in it), as a user with rights
+    on its own prefix only."""
     project = renders["mysql-s3"]
-    results = run_job(project, "mysql", DJ_PASS=BACKENDS["mariadb"]["DJ_PASS"])
+    results = run_job(project, "mysql", **as_a_lab_member(project, mariadb_lab))
     assert results[-1].returncode == 0, output(results[-1])
 
 

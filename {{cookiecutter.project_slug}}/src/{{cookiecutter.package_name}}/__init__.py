@@ -7,6 +7,7 @@ binds every schema to the database in dependency order (README, "Schema names").
 """
 
 import os
+import secrets
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,8 @@ from .utils import prepare_stores
 PREFIX_VARIABLE = "{{ cookiecutter.__prefix_variable }}"
 #: Prefix of the production schema names: in force only when PREFIX_VARIABLE names it.
 PRODUCTION_PREFIX = "{{ cookiecutter.schema_prefix }}"
+#: Environment variable with the start of the tests' throwaway prefixes (default test_).
+TEST_PREFIX_VARIABLE = "{{ cookiecutter.package_name | upper }}_TEST_PREFIX"
 #: Prefix in force when nothing is configured: the shared development set.
 DEVELOPMENT_PREFIX = "dev_" + PRODUCTION_PREFIX
 ROLES = ("acquisition", "processing", "analysis")
@@ -105,16 +108,27 @@ def role_of(module: ModuleType) -> str:
 SCHEMA_ROLES = {short_name(module): role_of(module) for module in MODULES}
 
 
+def project_setting(variable: str) -> str | None:
+    """A setting of the project: from the environment, else from the project's .env file
+    (next to datajoint.json). The environment wins."""
+    if variable in os.environ:
+        return os.environ[variable]
+    config_file = find_config_file()
+    return dotenv_values((config_file.parent if config_file else Path.cwd()) / ".env").get(variable)
+
+
 def schema_prefix() -> str:
     """The prefix in force: ${{ cookiecutter.__prefix_variable }} from the environment or the project's .env,
     else the shared development prefix. Production is never the default: it must be named."""
-    if PREFIX_VARIABLE in os.environ:
-        return os.environ[PREFIX_VARIABLE]
-    config_file = find_config_file()
-    value = dotenv_values((config_file.parent if config_file else Path.cwd()) / ".env").get(
-        PREFIX_VARIABLE
-    )
+    value = project_setting(PREFIX_VARIABLE)
     return DEVELOPMENT_PREFIX if value is None else value
+
+
+def throwaway_prefix() -> str:
+    """A fresh prefix for one test run: TEST_PREFIX_VARIABLE's value (default `test_`), then
+    a random part. A database user with rights on `alice\\_%` only sets it to `alice_test_`
+    (in the environment or .env)."""
+    return (project_setting(TEST_PREFIX_VARIABLE) or "test_") + secrets.token_hex(3) + "_"
 
 
 def prefix_kind(prefix: str | None = None) -> str:
@@ -124,7 +138,8 @@ def prefix_kind(prefix: str | None = None) -> str:
         return "production"
     if prefix.startswith("dev_"):
         return "development"
-    return "test" if prefix.startswith("test_") else "personal"
+    test_start = project_setting(TEST_PREFIX_VARIABLE) or "test_"
+    return "test" if prefix.startswith(("test_", test_start)) else "personal"
 
 
 def schema_names(prefix: str | None = None) -> dict[str, str]:

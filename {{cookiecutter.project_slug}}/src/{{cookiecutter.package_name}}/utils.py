@@ -9,6 +9,7 @@ import datajoint as dj
 import numpy as np
 from datajoint.expression import QueryExpression
 from datajoint.settings import find_config_file
+from pydantic import SecretStr
 
 SAMPLING_RATE = 1000.0  # samples per second of the simulated acquisition
 DURATION = 2.0  # seconds per simulated recording
@@ -66,6 +67,32 @@ def prepare_stores() -> None:
             location = root / spec["location"]
             location.mkdir(parents=True, exist_ok=True)
             spec["location"] = str(location)
+
+
+def secret_value(value: object) -> str:
+    """The clear text of a setting that DataJoint keeps as a pydantic SecretStr.
+
+    `str()` of a SecretStr is the mask `**********`: never hand that on as a password.
+    """
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return "" if value is None else str(value)
+
+
+def database_environment() -> dict[str, str]:
+    """The connection DataJoint is configured for, as the DJ_* variables of a program started
+    from here (a worker, a notebook kernel, a database client's wrapper)."""
+    database = dj.config.database
+    environment = {
+        "DJ_HOST": str(database.host),
+        "DJ_PORT": str(database.port),
+        "DJ_BACKEND": str(database.backend),
+        "DJ_USER": database.user or "",
+        "DJ_PASS": secret_value(database.password),
+    }
+    if database.name:
+        environment["DJ_DATABASE_NAME"] = database.name
+    return environment
 
 
 def datajoint_logs_to_stderr() -> None:
