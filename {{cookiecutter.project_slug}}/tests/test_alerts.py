@@ -1,10 +1,10 @@
-"""Alerts on real job errors, delivered to a local webhook receiver and a local SMTP server."""
+"""Alerts on real job errors, delivered by Apprise to local HTTP servers and a local SMTP server."""
 
 import json
 import socket
 import threading
 import time
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,25 +14,57 @@ from {{ cookiecutter.package_name }} import __main__ as cli
 from {{ cookiecutter.package_name }} import alerts, worker
 
 
+class Receiver(ThreadingHTTPServer):
+    """A webhook on loopback that keeps what it is sent: `posts` holds (path, JSON body).
+
+    `answer` is how it answers once it has read the request: "ok", "fail" (HTTP 500), a
+    number of seconds to wait before its 200, or "dribble" (one byte every 2 s, no end).
+    """
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict]] = []
+        self.answer: str | float = "ok"
+        self.stop = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.posts.append((self.path, body))
+                if server.answer == "dribble":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    while not server.stop.wait(2):
+                        self.wfile.write(b".")
+                        self.wfile.flush()
+                    return
+                if isinstance(server.answer, float | int):
+                    time.sleep(server.answer)
+                self.send_response(500 if server.answer == "fail" else 200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
 @pytest.fixture
-def webhook():
-    """A Slack-style webhook on loopback; returns (url, list of the JSON bodies it received)."""
-    received = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+def receiver():
+    server = Receiver()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/pipeline", received
+    yield server
+    server.stop.set()
     server.shutdown()
     server.server_close()
 
@@ -55,7 +87,7 @@ def smtp():
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
-            received.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+            received.append((envelope.rcpt_tos, message_from_bytes(envelope.content, policy=policy.default)))
             return "250 OK"
 
     controller = LoopbackSMTP(Handler())
@@ -66,51 +98,64 @@ def smtp():
 
 def write_project(folder, section, secrets=None):
     """A datajoint.json with an "alerts" section, and secret files next to it."""
-    (folder / ".git").mkdir()  # DataJoint's search for datajoint.json stops here
+    (folder / ".git").mkdir(exist_ok=True)  # DataJoint's search for datajoint.json stops here
     (folder / "datajoint.json").write_text(json.dumps({"alerts": section}))
-    (folder / ".secrets").mkdir()
+    (folder / ".secrets").mkdir(exist_ok=True)
     for name, value in (secrets or {}).items():
         (folder / ".secrets" / name).write_text(value)
     return folder / "datajoint.json"
 
 
-def test_each_new_error_is_reported_once_by_webhook_and_email(
-    failing_table, webhook, smtp, tmp_path
-):
+@pytest.fixture(autouse=True)
+def no_alert_environment(monkeypatch):
+    for name in ("ALERTS_URLS", "ALERTS_WEBHOOK_URL", "ALERTS_SMTP_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_each_new_error_is_reported_once_to_every_channel(failing_table, receiver, smtp, tmp_path):
     table, fail = failing_table
-    url, posts = webhook
     port, mails = smtp
     config = write_project(
         tmp_path,
         {
-            "webhook": True,
+            "webhook": True,  # the settings of earlier versions
             "email": {"host": "127.0.0.1", "port": port, "from": "p@lab.org", "to": "me@lab.org"},
             "min_interval": 0,
         },
-        {"alerts.webhook_url": url + "\n"},
+        {
+            "alerts.urls": f"# Apprise URLs\n\njson://{receiver.address}/apprise\n",
+            "alerts.webhook_url": f"http://{receiver.address}/hooks/pipeline?token=s3cret\n",
+        },
     )
     settings = alerts.load_settings(config)
     key = fail()
-    assert alerts.check(settings) == {"webhook": 1, "email": 1}
-    assert len(posts) == 1
-    assert table.__name__ in posts[0]["text"]
-    assert "simulated failure" in posts[0]["text"]
-    assert all(str(value) in posts[0]["text"] for value in key.values())
+    name = f"json://{receiver.address}"
+    assert alerts.check(settings) == {name: 1, "webhook": 1, "email": 1}
+    posts = dict(receiver.posts)
+    assert set(posts) == {"/apprise", "/hooks/pipeline?token=s3cret"}
+    text = posts["/hooks/pipeline?token=s3cret"]["text"]  # {"text": ...} as before
+    assert list(posts["/hooks/pipeline?token=s3cret"]) == ["text"]
+    assert posts["/apprise"]["message"] == text
+    assert "1 new job error" in posts["/apprise"]["title"]
+    assert table.__name__ in text
+    assert "simulated failure" in text
+    assert all(str(value) in text for value in key.values())
     assert len(mails) == 1
     recipients, mail = mails[0]
     assert recipients == ["me@lab.org"]
     assert "1 new job error" in mail["Subject"]
-    assert "simulated failure" in mail.get_payload(decode=True).decode()
+    assert "simulated failure" in mail.get_body(("plain",)).get_content()
     # Nothing new: nothing sent, also by a fresh process reading the state file.
     assert alerts.check(alerts.load_settings(config)) == {}
-    assert (len(posts), len(mails)) == (1, 1)
+    assert (len(receiver.posts), len(mails)) == (2, 1)
 
 
-def test_alerts_are_rate_limited_and_nothing_is_lost(failing_table, webhook, tmp_path):
+def test_alerts_are_rate_limited_and_nothing_is_lost(failing_table, receiver, tmp_path):
     _, fail = failing_table
-    url, posts = webhook
     config = write_project(
-        tmp_path, {"webhook": True, "min_interval": 3600}, {"alerts.webhook_url": url}
+        tmp_path,
+        {"webhook": True, "min_interval": 3600},
+        {"alerts.webhook_url": f"http://{receiver.address}/"},
     )
     settings = alerts.load_settings(config)
     fail()
@@ -118,51 +163,169 @@ def test_alerts_are_rate_limited_and_nothing_is_lost(failing_table, webhook, tmp
     assert alerts.check(settings, now=start) == {"webhook": 1}
     fail()  # the same key fails again: a new error
     assert alerts.check(settings, now=start + 60) == {}  # too soon
-    assert len(posts) == 1
+    assert len(receiver.posts) == 1
     assert alerts.check(settings, now=start + 3601) == {"webhook": 1}
-    assert "1 new job error" in posts[1]["text"]
+    assert "1 new job error" in receiver.posts[1][1]["text"]
 
 
-def test_a_failed_delivery_is_sent_later(failing_table, webhook, tmp_path):
+def test_a_refused_delivery_is_sent_later(failing_table, receiver, tmp_path):
     _, fail = failing_table
-    url, posts = webhook
     closed = socket.create_server(("127.0.0.1", 0))
-    dead_url = f"http://127.0.0.1:{closed.getsockname()[1]}/"
+    dead = f"127.0.0.1:{closed.getsockname()[1]}"
     closed.close()
     config = write_project(
-        tmp_path, {"webhook": True, "min_interval": 0}, {"alerts.webhook_url": dead_url}
+        tmp_path,
+        {"min_interval": 0},
+        {"alerts.urls": f"json://{dead}/x\njson://{receiver.address}/y"},
     )
+    receiver.answer = "fail"
     fail()
-    with pytest.raises(alerts.AlertError, match="webhook"):
+    with pytest.raises(alerts.AlertError) as refused:
         alerts.check(alerts.load_settings(config))
-    (tmp_path / ".secrets" / "alerts.webhook_url").write_text(url)
-    assert alerts.check(alerts.load_settings(config)) == {"webhook": 1}
-    assert len(posts) == 1
+    assert f"json://{dead}: A Connection error" in str(refused.value)
+    assert f"json://{receiver.address}: Failed to send JSON POST notification" in str(refused.value)
+    receiver.answer = "ok"
+    (tmp_path / ".secrets" / "alerts.urls").write_text(f"json://{receiver.address}/y")
+    assert alerts.check(alerts.load_settings(config)) == {f"json://{receiver.address}": 1}
+    assert len(receiver.posts) == 2  # the refused one, then the delivered one
+
+
+def test_a_server_that_never_finishes_answering_is_left_at_the_deadline(
+    failing_table, receiver, tmp_path
+):
+    """One byte every 2 s never trips a read timeout: the deadline is for the whole delivery.
+    The message may have arrived (it had here), so it is not sent again."""
+    _, fail = failing_table
+    config = write_project(
+        tmp_path, {"min_interval": 0, "timeout": 5}, {"alerts.urls": f"json://{receiver.address}/"}
+    )
+    receiver.answer = "dribble"
+    fail()
+    start = time.monotonic()
+    with pytest.raises(alerts.AlertError, match="no answer within 5 s; not sent again"):
+        alerts.check(alerts.load_settings(config))
+    assert time.monotonic() - start < 8
+    assert len(receiver.posts) == 1
+    receiver.answer = "ok"
+    assert alerts.check(alerts.load_settings(config)) == {}
+    assert len(receiver.posts) == 1
+
+
+def test_a_slow_success_is_sent_once_when_two_processes_check(failing_table, receiver, tmp_path):
+    """`watch` and a worker's --alerts share the state file: the second waits for the first,
+    then finds the errors recorded."""
+    _, fail = failing_table
+    config = write_project(
+        tmp_path, {"min_interval": 0}, {"alerts.urls": f"json://{receiver.address}/"}
+    )
+    receiver.answer = 3.0
+    fail()
+    results = []
+    checks = [
+        threading.Thread(target=lambda: results.append(alerts.check(alerts.load_settings(config))))
+        for _ in range(2)
+    ]
+    for thread in checks:
+        thread.start()
+    for thread in checks:
+        thread.join()
+    assert sorted(results, key=len) == [{}, {f"json://{receiver.address}": 1}]
+    assert len(receiver.posts) == 1
+
+
+def test_a_damaged_state_file_is_rebuilt_without_sending_history(failing_table, receiver, tmp_path):
+    _, fail = failing_table
+    config = write_project(
+        tmp_path, {"min_interval": 0}, {"alerts.urls": f"json://{receiver.address}/"}
+    )
+    state = tmp_path / ".alerts-state.json"
+    fail()
+    assert alerts.check(alerts.load_settings(config)) == {f"json://{receiver.address}": 1}
+    fail()  # a second error, not reported yet when the file is damaged
+    for damage in (b'{"json://x": {"reported": 3}}', b"\x00\xff{", state.read_bytes()[:20]):
+        state.write_bytes(damage)
+        with pytest.raises(alerts.AlertError, match="damaged, kept as .alerts-state.json.damaged"):
+            alerts.check(alerts.load_settings(config))
+        assert (tmp_path / ".alerts-state.json.damaged").read_bytes() == damage
+        assert alerts.check(alerts.load_settings(config)) == {}
+    assert len(receiver.posts) == 1
+    fail()
+    assert alerts.check(alerts.load_settings(config)) == {f"json://{receiver.address}": 1}
+    assert "1 new job error" in receiver.posts[1][1]["title"]
 
 
 def test_watch_once_reports_from_the_command_line(
-    failing_table, webhook, tmp_path, monkeypatch, capsys
+    failing_table, receiver, tmp_path, monkeypatch, capsys
 ):
     _, fail = failing_table
-    url, posts = webhook
-    write_project(tmp_path, {"webhook": True}, {"alerts.webhook_url": url})
+    write_project(tmp_path, {})
+    monkeypatch.setenv("ALERTS_URLS", f"json://{receiver.address}/a  json://{receiver.address}/b")
     monkeypatch.chdir(tmp_path)
     fail()
     assert cli.main(["watch", "--once"]) == 0
-    assert "webhook: reported 1 new error(s)" in capsys.readouterr().out
-    assert len(posts) == 1
+    out = capsys.readouterr().out
+    assert f"json://{receiver.address} #1: reported 1 new error(s)" in out
+    assert f"json://{receiver.address} #2: reported 1 new error(s)" in out
+    assert sorted(path for path, _ in receiver.posts) == ["/a", "/b"]
     assert (tmp_path / ".alerts-state.json").is_file()
 
 
-def test_the_worker_reports_after_its_pass(failing_table, webhook, tmp_path, monkeypatch):
+def test_the_worker_reports_after_its_pass(failing_table, receiver, tmp_path, monkeypatch):
     _, fail = failing_table
-    url, posts = webhook
-    write_project(tmp_path, {"webhook": True}, {"alerts.webhook_url": url})
+    write_project(
+        tmp_path, {"webhook": True}, {"alerts.webhook_url": f"http://{receiver.address}/"}
+    )
     monkeypatch.chdir(tmp_path)
     fail()
     assert worker.main(["--once", "--alerts", "--log-level", "WARNING"]) == 0
-    assert len(posts) == 1
-    assert "simulated failure" in posts[0]["text"]
+    assert len(receiver.posts) == 1
+    assert "simulated failure" in receiver.posts[0][1]["text"]
+
+
+SECRET = "T0ken5ecret"
+
+
+@pytest.mark.parametrize(
+    ("secrets", "environment", "message"),
+    [
+        (
+            {"alerts.urls": f"json://hooks.lab.org/{SECRET} x"},
+            {},
+            "alerts.urls, line 1: a URL cannot contain spaces",
+        ),
+        (
+            {"alerts.urls": f"\n# ours\nhttps://chat.lab.org/hooks/{SECRET}"},
+            {},
+            "alerts.urls, line 3: not a URL Apprise can send to (scheme 'https'",
+        ),
+        (
+            {},
+            {"ALERTS_URLS": f"json://ok.lab.org/ {SECRET}"},
+            "ALERTS_URLS, URL 2: not a URL Apprise can send to (scheme 'none'",
+        ),
+        (
+            {"alerts.webhook_url": f"https://hooks.lab.org/{SECRET} x"},
+            {},
+            "alerts.webhook_url: a URL cannot contain spaces",
+        ),
+    ],
+)
+def test_a_bad_url_is_refused_at_start_without_showing_it(
+    pipeline, tmp_path, monkeypatch, capsys, secrets, environment, message
+):
+    write_project(tmp_path, {"webhook": "alerts.webhook_url" in secrets}, secrets)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["watch", "--once"]) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert len(error.strip().splitlines()) == 1
+    with pytest.raises(SystemExit, match="2"):  # a looping worker does not start
+        worker.main(["--loop", "60", "--alerts"])
+    worker_error = capsys.readouterr().err
+    assert message in worker_error
+    assert SECRET not in error + worker_error
 
 
 def test_the_worker_refuses_alerts_without_a_channel(pipeline, tmp_path, monkeypatch, capsys):
@@ -179,6 +342,7 @@ def test_the_worker_refuses_alerts_without_a_channel(pipeline, tmp_path, monkeyp
         ({"webhook": True}, "no URL"),
         ({"email": {"host": "127.0.0.1"}}, "alerts.email needs from, to"),
         ({"webhook": False, "min_interval": "soon"}, "alerts.min_interval must be a number"),
+        ({"timeout": 0}, "alerts.timeout must be more than 0"),
         ({}, "no alert channel"),
     ],
 )
@@ -187,7 +351,6 @@ def test_watch_refuses_bad_settings_in_one_line(
 ):
     write_project(tmp_path, section)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ALERTS_WEBHOOK_URL", raising=False)
     assert cli.main(["watch", "--once"]) == 2
     error = capsys.readouterr().err
     assert message in error
