@@ -445,7 +445,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def watch(args: argparse.Namespace) -> int:
-    """Report new job errors to the webhook and/or e-mail of datajoint.json's "alerts"."""
+    """Report new job errors through Apprise (.secrets/alerts.urls; settings in "alerts")."""
     from . import alerts
 
     if not args.once and args.interval <= 0:
