@@ -94,8 +94,8 @@ def test_generated_suite_passes(installed_projects, project_env, lab_accounts, s
     only (MariaDB) or on a database of its own in a cluster that authenticates with
     scram-sha-256 (PostgreSQL). It must leave no schema behind."""
     project = installed_projects(spec)
-    if backend == "embedded":
-        result = run_project_tests(project_env, project, backend)
+    if backend == "embedded":  # in the configured database, created on the embedded server
+        result = run_project_tests(project_env, project, backend, DJ_DATABASE_NAME="lab_data")
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         return
     account = lab_accounts[backend]
