@@ -1,17 +1,21 @@
 """Alerts on real job errors, delivered by Apprise to local HTTP servers and a local SMTP server."""
 
 import json
+import re
 import socket
 import threading
 import time
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from {{ cookiecutter.package_name }} import __main__ as cli
-from {{ cookiecutter.package_name }} import alerts, worker
+from {{ cookiecutter.package_name }} import alerts, dashboard, worker
+
+RULES = Path(__file__).parents[1] / "deploy" / "prometheus" / "rules.yml"
 
 
 class Receiver(ThreadingHTTPServer):
@@ -87,7 +91,9 @@ def smtp():
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
-            received.append((envelope.rcpt_tos, message_from_bytes(envelope.content, policy=policy.default)))
+            received.append(
+                (envelope.rcpt_tos, message_from_bytes(envelope.content, policy=policy.default))
+            )
             return "250 OK"
 
     controller = LoopbackSMTP(Handler())
@@ -355,3 +361,13 @@ def test_watch_refuses_bad_settings_in_one_line(
     error = capsys.readouterr().err
     assert message in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_the_prometheus_rules_use_metrics_the_dashboard_exports(failing_table):
+    """deploy/prometheus/rules.yml alerts on these names: renaming a metric breaks them."""
+    _, fail = failing_table
+    fail()  # a job error, and so a worker seen
+    exported = {family.name for family in dashboard.PipelineCollector().collect()}
+    used = set(re.findall(r"\bdatajoint_\w+", RULES.read_text(encoding="utf-8")))
+    assert used, RULES
+    assert used <= exported, f"not exported: {used - exported}"
