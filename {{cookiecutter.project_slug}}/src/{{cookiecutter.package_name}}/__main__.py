@@ -196,7 +196,7 @@ def run_access_plan(args: argparse.Namespace, role: str | None) -> int:
     """Show the statements `access` plans from the server's state; with --apply, run them."""
     try:
         plan = access.plan_access(args.user, role, args.prefix)
-    except ValueError as error:
+    except (ValueError, access.AccessError) as error:  # e.g. the right an admin needs
         print(f"error: {error}", file=sys.stderr)
         return 2
     for statement in plan.statements:
@@ -354,10 +354,12 @@ def backup(args: argparse.Namespace) -> int:
 
     prefix = schema_prefix()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    folder = args.folder or Path("backups") / f"{prefix}{stamp}"
+    config_file = find_config_file()  # backups/ next to datajoint.json: what .gitignore names
+    project = config_file.parent if config_file else Path.cwd()
+    folder = args.folder or project / "backups" / f"{prefix}{stamp}"
     try:
         manifest = backups.backup(Path(folder), prefix)
-    except backups.BackupError as error:
+    except (backups.BackupError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     rows = sum(manifest["rows"].values())
@@ -367,12 +369,20 @@ def backup(args: argparse.Namespace) -> int:
 
 
 def restore(args: argparse.Namespace) -> int:
-    """Load a backup under another prefix and check its rows and objects."""
+    """Load a backup into a prefix that holds none of its schemas; check rows and objects."""
     from . import backup as backups
+    from . import prefix_kind
 
+    folder = Path(args.folder)
     try:
-        result = backups.restore(Path(args.folder), args.prefix)
-    except backups.BackupError as error:
+        if prefix_kind(args.prefix) == "production" and not args.yes:
+            schemas = backups.read_manifest(folder)["schemas"]
+            print(f"Restores {len(schemas)} schemas of {folder} into PRODUCTION ({args.prefix}*).")
+            if operations.confirm("Type the prefix to confirm: ") != args.prefix:
+                print("Nothing restored (give --yes to skip the question).", file=sys.stderr)
+                return 1
+        result = backups.restore(folder, args.prefix)
+    except (backups.BackupError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     rows = sum(result["rows"].values())
@@ -432,9 +442,21 @@ def serve(args: argparse.Namespace) -> int:
             f"error: --refresh {args.refresh:g}: give a positive number of seconds", file=sys.stderr
         )
         return 2
-    activate()
+    from . import health
+
+    problem = health.settings_problem()  # a database that is down may come back; none cannot
+    access = dashboard.Access(
+        token=dashboard.read_token(),
+        allowed_hosts=tuple(args.allow_host),
+        proxy_user_header=args.proxy_user_header,
+        open_metrics=args.open_metrics,
+    )
+    problem = problem or dashboard.exposure_problem(args.host, args.allow_retry, access)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        dashboard.serve(args.host, args.port, args.allow_retry, args.refresh)
+        dashboard.serve(args.host, args.port, args.allow_retry, args.refresh, access)
     except OSError as error:
         print(
             f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
@@ -514,7 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
     backup_parser.set_defaults(run=backup, writes=False)
     restore_parser = commands.add_parser("restore", help=restore.__doc__)
     restore_parser.add_argument("folder", help="a folder written by `backup`")
-    restore_parser.add_argument("--prefix", required=True, help="an unused schema prefix")
+    restore_parser.add_argument(
+        "--prefix", required=True, help="a prefix none of the backup's schemas exist under"
+    )
+    restore_parser.add_argument(
+        "--yes", action="store_true", help="restore into production without asking (scripts)"
+    )
     restore_parser.set_defaults(run=restore, writes=True)
     add_access_parser(commands)
     dev_db_parser = commands.add_parser("dev-db", help=dev_db.__doc__)
@@ -528,7 +555,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-retry", action="store_true", help="let the page re-queue failed jobs"
     )
     serve_parser.add_argument(
-        "--refresh", type=float, default=5.0, metavar="SECONDS", help="page refresh period (5)"
+        "--refresh", type=float, default=5.0, metavar="SECONDS", help="reading period (5)"
+    )
+    serve_parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DNS name the dashboard is reached by (loopback names and addresses always)",
+    )
+    serve_parser.add_argument(
+        "--proxy-user-header",
+        metavar="HEADER",
+        help="signed in when a proxy on this machine sets HEADER (e.g. X-Forwarded-User)",
+    )
+    serve_parser.add_argument(
+        "--open-metrics", action="store_true", help="/metrics without the token (for scrapers)"
     )
     serve_parser.set_defaults(run=serve)
     watch_parser = commands.add_parser("watch", help=watch.__doc__)
@@ -550,6 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import health
+
     datajoint_logs_to_stderr()
     args = build_parser().parse_args(argv)
     if hasattr(args, "writes"):  # commands that act on a schema set say which
@@ -558,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
             getattr(args, "to", None) or getattr(args, "prefix", None), writes=writes
         )
     try:
-        return args.run(args)
+        with health.database_errors_reported():  # no database: one line and exit 2
+            return args.run(args)
     except dj.DataJointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

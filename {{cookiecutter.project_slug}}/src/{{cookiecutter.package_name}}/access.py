@@ -25,6 +25,7 @@ import hashlib
 import importlib
 import json
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,25 +175,27 @@ def role_table(policy: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------- statements
 class AccessError(Exception):
-    """A grant or revoke that could not be applied (its message never holds the password)."""
+    """A grant or revoke that could not be planned or applied (never holding the password)."""
 
 
 @dataclass(frozen=True)
 class Statement:
     """One SQL statement, its identifiers and strings already escaped by the driver.
 
-    A `secret` statement ends with the password (MariaDB) or its SCRAM verifier
-    (PostgreSQL), sent as a query parameter. `undo` restores what the statement changes
-    (MariaDB, which cannot roll grants back); `optional` statements may find nothing to do.
+    A `secret` statement is followed by the password hash (MariaDB), the password (MySQL)
+    or its SCRAM verifier (PostgreSQL), sent as a query parameter, then by `close`.
+    `undo` restores what the statement changes (MariaDB, which cannot roll grants back);
+    `optional` statements may find nothing to do.
     """
 
     sql: str
     secret: bool = False
     undo: tuple[str, ...] = ()
     optional: bool = False
+    close: str = ""
 
     def shown(self) -> str:
-        return f"{self.sql} '<password>'" if self.secret else self.sql
+        return f"{self.sql} '<password>'{self.close}" if self.secret else self.sql
 
 
 @dataclass
@@ -208,6 +211,11 @@ def development_prefix(prefix: str) -> str:
     return prefix if prefix.startswith("dev_") else f"dev_{prefix}"
 
 
+def access_schema(prefix: str) -> str:
+    """The schema of the access routines and of the register of this project's accounts."""
+    return f"{prefix}_access"
+
+
 def database_name() -> str:
     return dj.config.database.name or "postgres"
 
@@ -221,11 +229,24 @@ def _rows(connection: dj.Connection, query: str, *args: Any) -> list[tuple]:
     return list(connection.query(query, args=args).fetchall())
 
 
+def _digest(statements: list[str]) -> str:
+    return hashlib.sha256("\n;\n".join(statements).encode()).hexdigest()
+
+
 def check_user(user: str) -> None:
     if not user or "\x00" in user or len(user) > 63 or user != user.strip():
         raise ValueError(
             f"invalid user name {user!r}: 1 to 63 characters, no NUL, no leading or trailing blank"
         )
+
+
+def _refusal(connection: dj.Connection, call: str, user: str, needs: str) -> str | None:
+    """The access routines' verdict on `user`: None (a project account), 'absent' or why not."""
+    try:
+        return _rows(connection, f"SELECT {call.replace('%', '%%')}(%s)", user)[0][0]
+    except (dj.DataJointError, *DRIVER_ERRORS):
+        account = _rows(connection, "SELECT CURRENT_USER")[0][0]
+        raise AccessError(f"{account} may not manage access here: it needs {needs}") from None
 
 
 # ---------------------------------------------------------------------------- MySQL, MariaDB
@@ -251,12 +272,25 @@ MYSQL_PRIVILEGES = {
     "Trigger_priv": "TRIGGER",
     "Delete_history_priv": "DELETE HISTORY",
 }
-#: What an admin needs beyond its schemas to onboard and offboard users. CREATE USER is
-#: global on MariaDB; the mysql tables are read to plan exact grants (no password hashes).
-ADMIN_TOOLS = (
-    ("CREATE USER", "*.*"),
-    ("SELECT", "`mysql`.`db`"),
-    ("SELECT (`User`, `Host`)", "`mysql`.`global_priv`"),
+#: Global rights (with GRANT OPTION) of the account that installs the access procedures;
+#: they run with its rights, so an admin needs none of them.
+INSTALLER_RIGHTS = (
+    "CREATE USER",
+    "SELECT",
+    "INSERT",
+    "DELETE",
+    "CREATE",
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "CREATE VIEW",
+)
+#: What an admin holds on the access schema: its procedures and the grants of its accounts.
+ADMIN_ACCESS = frozenset({"SELECT", "EXECUTE"})
+#: What former versions gave admins, server-wide: taken away when a superuser grants again.
+FORMER_ADMIN_TOOLS = (
+    "REVOKE CREATE USER, GRANT OPTION ON *.* FROM {}",
+    "REVOKE SELECT ON `mysql`.`db` FROM {}",
+    "REVOKE SELECT (`User`, `Host`) ON `mysql`.`global_priv` FROM {}",
 )
 
 Grant = tuple[frozenset[str], bool]  # privileges on one database, and GRANT OPTION
@@ -277,22 +311,27 @@ def mysql_desired(role: str | None, policy: dict[str, Any], prefix: str) -> dict
 
     Development schemas are granted one by one, like production ones: a wildcard such as
     ``dev\_my\_pipeline\_%`` would also cover another project whose prefix starts with ours.
+    Nobody gets GRANT OPTION: admins grant through the access procedures, which check that
+    the account is one of the project's.
     """
     everything = frozenset(MYSQL_PRIVILEGES.values())
     development = development_prefix(prefix)
     names = [*PIPELINE, "_versions"]
     desired = {mysql_pattern(p + name): NO_GRANT for p in (prefix, development) for name in names}
+    desired[mysql_pattern(access_schema(prefix))] = NO_GRANT
     if role is None:
         return desired
     spec = policy["roles"][role]
     manage = bool(spec.get("manage"))
     for name, granted in privileges(role, policy).items():
         privileges_ = everything if "ALL" in granted else frozenset(granted)
-        desired[mysql_pattern(prefix + name)] = (privileges_, manage)
-    versions = (everything, True) if manage else (frozenset({"SELECT"}), False)
-    desired[mysql_pattern(prefix + "_versions")] = versions
+        desired[mysql_pattern(prefix + name)] = (privileges_, False)
+    versions = everything if manage else frozenset({"SELECT"})
+    desired[mysql_pattern(prefix + "_versions")] = (versions, False)
     if manage or spec.get("develop"):
-        desired |= {mysql_pattern(development + name): (everything, manage) for name in names}
+        desired |= {mysql_pattern(development + name): (everything, False) for name in names}
+    if manage:
+        desired[mysql_pattern(access_schema(prefix))] = (ADMIN_ACCESS, False)
     return desired
 
 
@@ -313,54 +352,258 @@ def mysql_revoke_sql(grant: Grant, pattern: str, account: str) -> list[str]:
     return [f"REVOKE ALL PRIVILEGES {on}"] * bool(granted) + [f"REVOKE GRANT OPTION {on}"] * option
 
 
+# The access procedures: SQL SECURITY DEFINER, so they run with the rights of the account
+# that installed them, and refuse every account that is not one of the project's (made by
+# `access grant`, and holding no right outside the project) and every other database.
+# DataJoint's sql_mode (strict, backslash escapes) is stored with them: QUOTE() and the
+# privilege SET rely on it.
+MYSQL_NAME = "VARCHAR(128) CHARACTER SET utf8mb3 COLLATE utf8mb3_bin"  # as mysql.db's columns
+MYSQL_DB = "VARCHAR(64) CHARACTER SET utf8mb3 COLLATE utf8mb3_bin"
+MYSQL_SET = "SET(" + ", ".join(f"'{p}'" for p in MYSQL_PRIVILEGES.values()) + ")"
+MYSQL_REFUSED = "SIGNAL SQLSTATE '42000' SET MYSQL_ERRNO = 1227, MESSAGE_TEXT ="
+MYSQL_ROUTINES = (
+    """CREATE TABLE IF NOT EXISTS {a}.accounts (name {name} PRIMARY KEY)
+    COMMENT 'The accounts made by access grant: the only ones an admin may change'""",
+    """CREATE TABLE IF NOT EXISTS {a}.schemas (pattern {db} PRIMARY KEY, allowed {set} NOT NULL)
+    COMMENT 'The databases of this project and what may be granted there'""",
+    "CREATE TABLE IF NOT EXISTS {a}.installed (digest CHAR(64) NOT NULL)",
+    """CREATE OR REPLACE SQL SECURITY DEFINER VIEW {a}.grants AS
+    SELECT d.* FROM mysql.db d JOIN {a}.accounts a ON a.name = d.User WHERE d.Host = '%'""",
+    """CREATE OR REPLACE FUNCTION {a}.refusal(p_user {name}) RETURNS VARCHAR(100)
+    SQL SECURITY DEFINER READS SQL DATA
+    COMMENT 'NULL for an account of this project, absent for none, else why it is not'
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM mysql.global_priv WHERE User = p_user) THEN
+        RETURN 'absent';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM {a}.accounts WHERE name = p_user) THEN
+        RETURN 'the account was not made by this project''s access commands';
+    END IF;
+    IF EXISTS (SELECT 1 FROM mysql.global_priv WHERE User = p_user
+               AND (Host <> '%' OR COALESCE(JSON_VALUE(Priv, '$.access'), '0') <> '0')) THEN
+        RETURN 'the account has server-wide rights, or another host';
+    END IF;
+    IF EXISTS (SELECT 1 FROM mysql.db WHERE User = p_user
+               AND (Host <> '%' OR Db NOT IN (SELECT pattern FROM {a}.schemas)))
+        OR EXISTS (SELECT 1 FROM mysql.tables_priv WHERE User = p_user)
+        OR EXISTS (SELECT 1 FROM mysql.columns_priv WHERE User = p_user)
+        OR EXISTS (SELECT 1 FROM mysql.procs_priv WHERE User = p_user)
+        OR EXISTS (SELECT 1 FROM mysql.proxies_priv WHERE User = p_user)
+        OR EXISTS (SELECT 1 FROM mysql.roles_mapping WHERE User = p_user) THEN
+        RETURN 'the account has rights outside this project';
+    END IF;
+    RETURN NULL;
+END""",
+    """CREATE OR REPLACE PROCEDURE {a}.check_account(p_user {name})
+    SQL SECURITY DEFINER READS SQL DATA
+BEGIN
+    DECLARE reason VARCHAR(200) DEFAULT {a}.refusal(p_user);
+    IF reason IS NOT NULL THEN
+        SET reason = LEFT(CONCAT('refused for ', p_user, ': ', reason), 128);
+        {refused} reason;
+    END IF;
+END""",
+    """CREATE OR REPLACE PROCEDURE {a}.create_account(p_user {name}, p_hash VARCHAR(64))
+    SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+    IF NOT {a}.refusal(p_user) <=> 'absent' THEN
+        {refused} 'refused: the account exists already';
+    END IF;
+    EXECUTE IMMEDIATE CONCAT('CREATE USER ', QUOTE(p_user), '@''%'' IDENTIFIED BY PASSWORD ',
+                             QUOTE(p_hash));
+    INSERT INTO {a}.accounts VALUES (p_user);
+END""",
+    """CREATE OR REPLACE PROCEDURE {a}.set_password(p_user {name}, p_hash VARCHAR(64))
+    SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+    CALL {a}.check_account(p_user);
+    EXECUTE IMMEDIATE CONCAT('ALTER USER ', QUOTE(p_user), '@''%'' IDENTIFIED BY PASSWORD ',
+                             QUOTE(p_hash));
+END""",
+    """CREATE OR REPLACE PROCEDURE {a}.grant_privileges(p_user {name}, p_db {db}, p_privileges {set})
+    SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+    CALL {a}.check_account(p_user);
+    IF p_privileges + 0 = 0 OR NOT EXISTS (
+            SELECT 1 FROM {a}.schemas
+            WHERE pattern = p_db AND (allowed | p_privileges) = allowed + 0) THEN
+        {refused} 'refused: not a database of this project, or not privileges given there';
+    END IF;
+    EXECUTE IMMEDIATE CONCAT('GRANT ', p_privileges, ' ON `', REPLACE(p_db, '`', '``'), '`.* TO ',
+                             QUOTE(p_user), '@''%''');
+END""",
+    """CREATE OR REPLACE PROCEDURE {a}.revoke_privileges(p_user {name}, p_db {db})
+    SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+    DECLARE target TEXT DEFAULT CONCAT(' ON `', REPLACE(p_db, '`', '``'), '`.* FROM ',
+                                       QUOTE(p_user), '@''%''');
+    CALL {a}.check_account(p_user);
+    IF NOT EXISTS (SELECT 1 FROM {a}.schemas WHERE pattern = p_db) THEN
+        {refused} 'refused: not a database of this project';
+    END IF;
+    IF EXISTS (SELECT 1 FROM mysql.db WHERE User = p_user AND Host = '%' AND Db = p_db
+               AND Grant_priv = 'Y') THEN
+        EXECUTE IMMEDIATE CONCAT('REVOKE GRANT OPTION', target);
+    END IF;
+    IF EXISTS (SELECT 1 FROM mysql.db WHERE User = p_user AND Host = '%' AND Db = p_db) THEN
+        EXECUTE IMMEDIATE CONCAT('REVOKE ALL PRIVILEGES', target);
+    END IF;
+END""",
+    """CREATE OR REPLACE PROCEDURE {a}.drop_account(p_user {name})
+    SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+    CALL {a}.check_account(p_user);
+    EXECUTE IMMEDIATE CONCAT('DROP USER ', QUOTE(p_user), '@''%''');
+    DELETE FROM {a}.accounts WHERE name = p_user;
+END""",
+)
+
+
+def mysql_installer(connection: dj.Connection) -> str | None:
+    """None if the connected account may install the access procedures, else what it lacks."""
+    held = {
+        privilege
+        for privilege, grantable in _rows(
+            connection,
+            "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM information_schema.USER_PRIVILEGES "
+            "WHERE GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', "
+            "SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')",
+        )
+        if grantable == "YES"
+    }
+    missing = [right for right in INSTALLER_RIGHTS if right not in held]
+    return f"{', '.join(missing)} ON *.* WITH GRANT OPTION" if missing else None
+
+
+def mysql_install(
+    connection: dj.Connection, prefix: str, desired: dict[str, Grant]
+) -> list[Statement]:
+    """Statements that (re)install the access procedures of `prefix`, if they changed."""
+    escape = _cursor(connection).connection.escape
+    name = access_schema(prefix)
+    quoted = "`" + name.replace("`", "``") + "`"
+    everything = ",".join(MYSQL_PRIVILEGES.values())
+    allowed = {pattern: everything for pattern in desired}
+    allowed[mysql_pattern(name)] = ",".join(sorted(ADMIN_ACCESS))
+    allowed[mysql_pattern(development_prefix(prefix)) + "%"] = ""  # to revoke only
+    rows = ", ".join(f"({escape(p)}, {escape(a)})" for p, a in sorted(allowed.items()))
+    statements = [f"CREATE DATABASE IF NOT EXISTS {quoted}"]
+    for routine in MYSQL_ROUTINES:
+        for key, value in (
+            ("{a}", quoted),
+            ("{name}", MYSQL_NAME),
+            ("{db}", MYSQL_DB),
+            ("{set}", MYSQL_SET),
+            ("{refused}", MYSQL_REFUSED),
+        ):
+            routine = routine.replace(key, value)
+        statements.append(routine)
+    statements += [f"DELETE FROM {quoted}.schemas", f"INSERT INTO {quoted}.schemas VALUES {rows}"]
+    digest = _digest(statements)
+    query = "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+    if _rows(connection, query, name, "installed") and _rows(
+        connection, f"SELECT 1 FROM {quoted.replace('%', '%%')}.installed WHERE digest = %s", digest
+    ):
+        return []
+    statements += [
+        f"DELETE FROM {quoted}.installed",
+        f"INSERT INTO {quoted}.installed VALUES ('{digest}')",
+    ]
+    return [Statement(s) for s in statements]
+
+
 def mysql_plan(
     connection: dj.Connection, user: str, role: str | None, policy: dict[str, Any], prefix: str
 ) -> Plan:
     """Statements that give `user` exactly `role` on this project's schemas (None: nothing).
 
-    The current grants are read from mysql.db and only what differs is changed; each
-    change carries its undo, so that `apply` can restore the previous state on a failure.
+    Run by a server administrator, they (re)install the access procedures and grant
+    directly; run by an admin, they call the procedures. The current grants are read and
+    only what differs is changed; each change carries its undo, so that `apply` can
+    restore the previous state on a failure.
     """
-    account = _cursor(connection).connection.escape(user) + "@'%'"
+    escape = _cursor(connection).connection.escape
+    account = escape(user) + "@'%'"
     (version,) = _rows(connection, "SELECT VERSION()")[0]
     backend = "mariadb" if "mariadb" in version.lower() else "mysql"
     identified = "IDENTIFIED BY PASSWORD" if backend == "mariadb" else "IDENTIFIED BY"
-    query = "SELECT 1 FROM mysql.global_priv WHERE User = %s AND Host = '%%'"
-    exists = bool(_rows(connection, query, user))
-    current: dict[str, Grant] = {}
-    query = "SELECT * FROM mysql.db WHERE User = %s AND Host = '%%'"
-    for row in connection.query(query, args=(user,), as_dict=True):
-        granted = frozenset(p for column, p in MYSQL_PRIVILEGES.items() if row[column] == "Y")
-        current[row["Db"]] = (granted, row["Grant_priv"] == "Y")
+    name = access_schema(prefix)
+    quoted = "`" + name.replace("`", "``") + "`"
+    escaped = quoted.replace("%", "%%")  # in queries with parameters
     desired = mysql_desired(role, policy, prefix)
     legacy = mysql_pattern(development_prefix(prefix)) + "%"  # the former shared wildcard
     desired.setdefault(legacy, NO_GRANT)
     statements: list[Statement] = []
+    lacking = mysql_installer(connection)
+    if lacking is None:
+        statements += mysql_install(connection, prefix, desired)
+        query = "SELECT 1 FROM mysql.global_priv WHERE User = %s AND Host = '%%'"
+        exists = bool(_rows(connection, query, user))
+        query = (
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+        )
+        registered = bool(_rows(connection, query, name, "accounts")) and bool(
+            _rows(connection, f"SELECT 1 FROM {escaped}.accounts WHERE name = %s", user)
+        )
+        grants_table = "mysql.db"
+    else:
+        needs = f"EXECUTE on {quoted} (the admin role), or {lacking} to install it"
+        refusal = _refusal(connection, f"{quoted}.refusal", user, needs)
+        if refusal not in (None, "absent"):
+            raise ValueError(f"refusing to change {user!r}: {refusal}; a server administrator may")
+        exists, registered, grants_table = refusal is None, True, f"{escaped}.grants"
+    current: dict[str, Grant] = {}
+    query = f"SELECT * FROM {grants_table} WHERE User = %s AND Host = '%%'"
+    for row in connection.query(query, args=(user,), as_dict=True):
+        granted = frozenset(p for column, p in MYSQL_PRIVILEGES.items() if row[column] == "Y")
+        current[row["Db"]] = (granted, row["Grant_priv"] == "Y")
+
+    literal = escape(user)
+    if lacking is None:  # a server administrator: direct statements
+
+        def grant(grant_: Grant, pattern: str) -> list[str]:
+            return mysql_grant_sql(grant_, pattern, account)
+
+        def revoke(grant_: Grant, pattern: str) -> list[str]:
+            return mysql_revoke_sql(grant_, pattern, account)
+
+        create = Statement(f"CREATE USER {account} {identified}", secret=True)
+        drop = f"DROP USER {account}"
+        password = Statement(f"ALTER USER {account} {identified}", secret=True)
+    else:  # an admin: the access procedures
+
+        def grant(grant_: Grant, pattern: str) -> list[str]:
+            listed = ",".join(p for p in MYSQL_PRIVILEGES.values() if p in grant_[0])
+            call = f"CALL {quoted}.grant_privileges({literal}, {escape(pattern)}, {escape(listed)})"
+            return [call] * bool(listed)
+
+        def revoke(grant_: Grant, pattern: str) -> list[str]:
+            call = f"CALL {quoted}.revoke_privileges({literal}, {escape(pattern)})"
+            return [call] * (grant_ != NO_GRANT)
+
+        create = Statement(f"CALL {quoted}.create_account({literal},", secret=True, close=")")
+        drop = f"CALL {quoted}.drop_account({literal})"
+        password = Statement(f"CALL {quoted}.set_password({literal},", secret=True, close=")")
+
     if role is not None and not exists:
-        create = f"CREATE USER {account} {identified}"
-        statements.append(Statement(create, secret=True, undo=(f"DROP USER {account}",)))
+        statements.append(Statement(create.sql, True, (drop,), close=create.close))
+    if role is not None and not registered:  # made before the register existed
+        forget = f"DELETE FROM {quoted}.accounts WHERE name = {literal}"
+        register = f"INSERT INTO {quoted}.accounts VALUES ({literal})"
+        statements.append(Statement(register, undo=(forget,)))
     for pattern, new in desired.items():
         old = current.get(pattern, NO_GRANT)
         if old == new:
             continue
-        forward = mysql_revoke_sql(old, pattern, account) + mysql_grant_sql(new, pattern, account)
-        undo = mysql_revoke_sql(new, pattern, account) + mysql_grant_sql(old, pattern, account)
+        forward = revoke(old, pattern) + grant(new, pattern)
+        undo = revoke(new, pattern) + grant(old, pattern)
         statements.append(Statement(forward[0], undo=tuple(undo)))
         statements += [Statement(sql) for sql in forward[1:]]
-    # The admin's tools, kept while the account manages another project's schemas.
-    admin_here = any(current.get(pattern, NO_GRANT)[1] for pattern in desired)
-    admin_elsewhere = any(grant[1] for db, grant in current.items() if db not in desired)
-    admin_now = role is not None and bool(policy["roles"][role].get("manage"))
-    grants = [f"GRANT {what} ON {on} TO {account} WITH GRANT OPTION" for what, on in ADMIN_TOOLS]
-    revokes = [f"REVOKE {what}, GRANT OPTION ON {on} FROM {account}" for what, on in ADMIN_TOOLS]
-    if admin_now and not admin_here:
-        for grant, revoke in zip(grants, revokes, strict=True):
-            statements.append(Statement(grant, undo=() if admin_elsewhere else (revoke,)))
-    elif exists and admin_here and not admin_now and not admin_elsewhere:
-        for grant, revoke in zip(grants, revokes, strict=True):
-            statements.append(Statement(revoke, undo=(grant,), optional=True))
+    # Former versions gave admins CREATE USER server-wide: enough to take over the server.
+    if lacking is None and exists and any(grant_[1] for grant_ in current.values()):
+        statements += [Statement(sql.format(account), optional=True) for sql in FORMER_ADMIN_TOOLS]
     if role is not None and exists:  # last: nothing after it can fail
-        statements.append(Statement(f"ALTER USER {account} {identified}", secret=True))
+        statements.append(password)
     return Plan(user, backend, statements)
 
 
@@ -370,14 +613,139 @@ def group_role(role: str, prefix: str) -> str:
     return f"{prefix}{role}"
 
 
+# The access functions: SECURITY DEFINER, owned by the superuser that installed them, with a
+# fixed search_path. They refuse every role that is not one of the project's (made by
+# `access grant`, by OID, with no server-wide attribute, membership or object outside the
+# project) and every role to grant that is not one of the project's access roles.
+POSTGRES_DEFINER = "SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+POSTGRES_REFUSED = "USING ERRCODE = 'insufficient_privilege'"
+POSTGRES_ROUTINES = (
+    "CREATE TABLE IF NOT EXISTS {a}.accounts (role oid PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS {a}.schemas (nspname name PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS {a}.groups (rolname name PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS {a}.defaults (grp name NOT NULL, template text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {a}.installed (digest text NOT NULL)",
+    """CREATE OR REPLACE FUNCTION {a}.refusal(p_user text) RETURNS text
+LANGUAGE plpgsql STABLE {definer} AS $body$
+DECLARE
+    r record;
+BEGIN
+    SELECT oid, rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls AS wide
+        INTO r FROM pg_roles WHERE rolname = p_user;
+    IF NOT FOUND THEN
+        RETURN 'absent';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM {a}.accounts WHERE role = r.oid) THEN
+        RETURN 'it was not made by this project''s access commands';
+    END IF;
+    IF r.wide THEN
+        RETURN 'it has server-wide rights';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+               WHERE m.member = r.oid AND g.rolname NOT IN (SELECT rolname FROM {a}.groups)) THEN
+        RETURN 'it is a member of roles outside this project';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_shdepend d
+               WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid
+               AND NOT COALESCE(
+                   d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND (d.classid = 'pg_default_acl'::regclass
+                        OR (SELECT nspname FROM pg_namespace WHERE oid = CASE d.classid
+                              WHEN 'pg_namespace'::regclass THEN d.objid
+                              WHEN 'pg_class'::regclass
+                                  THEN (SELECT relnamespace FROM pg_class WHERE oid = d.objid)
+                              WHEN 'pg_type'::regclass
+                                  THEN (SELECT typnamespace FROM pg_type WHERE oid = d.objid)
+                           END) IN (SELECT nspname FROM {a}.schemas)),
+                   false)) THEN
+        RETURN 'it owns or holds rights on objects outside this project';
+    END IF;
+    RETURN NULL;
+END
+$body$""",
+    """CREATE OR REPLACE FUNCTION {a}.check_account(p_user text) RETURNS void
+LANGUAGE plpgsql {definer} AS $body$
+DECLARE
+    reason text := {a}.refusal(p_user);
+BEGIN
+    IF reason IS NOT NULL THEN
+        RAISE EXCEPTION 'refused for %: %', p_user, reason {refused};
+    END IF;
+END
+$body$""",
+    """CREATE OR REPLACE FUNCTION {a}.check_group(p_group text) RETURNS void
+LANGUAGE plpgsql {definer} AS $body$
+BEGIN
+    IF p_group NOT IN (SELECT rolname FROM {a}.groups) THEN
+        RAISE EXCEPTION 'refused: % is not an access role of this project', p_group {refused};
+    END IF;
+END
+$body$""",
+    """CREATE OR REPLACE FUNCTION {a}.create_login(p_user text, p_secret text) RETURNS void
+LANGUAGE plpgsql {definer} AS $body$
+BEGIN
+    IF {a}.refusal(p_user) IS DISTINCT FROM 'absent' THEN
+        RAISE EXCEPTION 'refused for %: the role exists already', p_user {refused};
+    END IF;
+    EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', p_user, p_secret);
+    INSERT INTO {a}.accounts SELECT oid FROM pg_roles WHERE rolname = p_user;
+END
+$body$""",
+    """CREATE OR REPLACE FUNCTION {a}.set_password(p_user text, p_secret text) RETURNS void
+LANGUAGE plpgsql {definer} AS $body$
+BEGIN
+    PERFORM {a}.check_account(p_user);
+    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', p_user, p_secret);
+END
+$body$""",
+    """CREATE OR REPLACE FUNCTION {a}.grant_access(p_user text, p_group text) RETURNS void
+LANGUAGE plpgsql {definer} AS $body$
+BEGIN
+    PERFORM {a}.check_account(p_user);
+    PERFORM {a}.check_group(p_group);
+    EXECUTE format('GRANT %I TO %I', p_group, p_user);
+END
+$body$""",
+    """CREATE OR REPLACE FUNCTION {a}.revoke_access(p_user text, p_group text) RETURNS void
+LANGUAGE plpgsql {definer} AS $body$
+BEGIN
+    PERFORM {a}.check_account(p_user);
+    PERFORM {a}.check_group(p_group);
+    EXECUTE format('REVOKE %I FROM %I', p_group, p_user);
+END
+$body$""",
+    """CREATE OR REPLACE FUNCTION {a}.share_defaults(p_user text, p_group text) RETURNS void
+LANGUAGE plpgsql {definer} AS $body$
+DECLARE
+    t text;
+BEGIN
+    PERFORM {a}.check_account(p_user);
+    PERFORM {a}.check_group(p_group);
+    FOR t IN SELECT template FROM {a}.defaults WHERE grp = p_group LOOP
+        EXECUTE format(t, p_user);
+    END LOOP;
+END
+$body$""",
+    """CREATE OR REPLACE FUNCTION {a}.drop_login(p_user text) RETURNS void
+LANGUAGE plpgsql {definer} AS $body$
+BEGIN
+    PERFORM {a}.check_account(p_user);
+    DELETE FROM {a}.accounts WHERE role = (SELECT oid FROM pg_roles WHERE rolname = p_user);
+    EXECUTE format('DROP ROLE %I', p_user);
+END
+$body$""",
+    "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {a} FROM PUBLIC",
+)
+
+
 def postgres_plan(
     connection: dj.Connection, user: str, role: str | None, policy: dict[str, Any], prefix: str
 ) -> Plan:
     """Statements, run in one transaction, that give `user` exactly `role` (None: nothing).
 
     Run by a superuser, they also (re)create every access role of this schema set with
-    exactly the privileges of access.toml, default privileges included. Run by the
-    project's admin (CREATEROLE), they only create the user and set its membership.
+    exactly the privileges of access.toml, default privileges included, and install the
+    access functions. Run by the project's admin, they call those functions.
     """
     from psycopg2 import sql
 
@@ -385,6 +753,14 @@ def postgres_plan(
 
     def render(template: str, *identifiers: str) -> str:
         return sql.SQL(template).format(*map(sql.Identifier, identifiers)).as_string(cursor)
+
+    def template(text: str, *identifiers: str) -> str:
+        """A statement for format() in the access functions: %I stands for the user."""
+        quoted = [render("{}", name).replace("%", "%%") for name in identifiers]
+        return sql.SQL(text).format(sql.SQL("%I"), *map(sql.SQL, quoted)).as_string(cursor)
+
+    def literal(value: str) -> str:
+        return sql.Literal(value).as_string(cursor)
 
     (superuser,) = _rows(connection, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")[
         0
@@ -397,6 +773,17 @@ def postgres_plan(
         raise ValueError(f"invalid user name {user!r}: it is the name of an access role")
     if found and found[0][0]:
         raise ValueError(f"refusing to change {user!r}: it is a superuser")
+    a = render("{}", access_schema(prefix))
+    refusal = None
+    if not superuser:
+        refusal = _refusal(
+            connection,
+            f"{a}.refusal",
+            user,
+            f"EXECUTE on the functions of schema {a} (the admin role), or a superuser",
+        )
+        if refusal not in (None, "absent"):
+            raise ValueError(f"refusing to change {user!r}: {refusal}; a superuser may")
     existing = {
         name
         for (name,) in _rows(
@@ -405,15 +792,19 @@ def postgres_plan(
             list(groups.values()),
         )
     }
-    member_of = {
-        name
-        for (name,) in _rows(
-            connection,
-            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s",
-            user,
-        )
-    }
+
+    def memberships(member: str) -> set[str]:
+        return {
+            name
+            for (name,) in _rows(
+                connection,
+                "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s",
+                member,
+            )
+        }
+
+    member_of = memberships(user)
     schemas = {name: prefix + name for name in PIPELINE} | {"": prefix + "_versions"}
     present = {
         name
@@ -423,7 +814,7 @@ def postgres_plan(
             list(schemas.values()),
         )
     }
-    statements: list[str] = []
+    admin_groups = {g for n, g in groups.items() if policy["roles"][n].get("manage")}
     table_grants = {}
     for name in policy["roles"]:
         granted = privileges(name, policy)
@@ -434,11 +825,51 @@ def postgres_plan(
             schemas[s]: "ALL" if "ALL" in g else ", ".join(sorted(g | {"REFERENCES"}))
             for s, g in granted.items()
         }
+    # Default privileges on what a user of each role declares later, as format() templates.
+    defaults: dict[str, list[str]] = {}
+    for name, spec in policy["roles"].items():
+        found_defaults = defaults.setdefault(groups[name], [])
+        if spec.get("manage"):  # what an admin declares is readable by the roles that read it
+            for other, group in groups.items():
+                for schema, tables in table_grants[other].items():
+                    found_defaults.append(
+                        template(
+                            "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT "
+                            + tables
+                            + " ON TABLES TO {}",
+                            schema,
+                            group,
+                        )
+                    )
+        if spec.get("develop"):  # a shared development set: what one developer declares, all use
+            for other, group in groups.items():
+                if policy["roles"][other].get("develop") or policy["roles"][other].get("manage"):
+                    found_defaults += [
+                        template(
+                            "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT USAGE, CREATE ON SCHEMAS TO {}",
+                            group,
+                        ),
+                        template(
+                            "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT ALL ON TABLES TO {}", group
+                        ),
+                    ]
+    statements: list[str] = []
     if superuser and role is not None:
         missing = sorted(set(schemas.values()) - present)
         if missing:
             raise ValueError(
                 f"schemas {', '.join(missing)} do not exist: run `declare` for prefix {prefix!r} first"
+            )
+        owner = _rows(
+            connection,
+            "SELECT r.rolname, r.rolsuper FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
+            "WHERE n.nspname = %s",
+            access_schema(prefix),
+        )
+        if owner and not owner[0][1]:
+            raise ValueError(
+                f"schema {a} belongs to {owner[0][0]!r}, not to a superuser: "
+                "its functions would not be trusted; drop it first"
             )
         database = database_name()
         statements += [
@@ -448,7 +879,6 @@ def postgres_plan(
         ]
         for name, group in groups.items():
             spec = policy["roles"][name]
-            option = " WITH GRANT OPTION" if spec.get("manage") else ""
             for schema in schemas.values():
                 statements += [
                     render("REVOKE ALL ON SCHEMA {} FROM {}", schema, group),
@@ -462,17 +892,12 @@ def postgres_plan(
             for schema, tables in table_grants[name].items():
                 usage = "ALL" if tables == "ALL" else "USAGE"
                 statements += [
-                    render("GRANT " + usage + " ON SCHEMA {} TO {}" + option, schema, group),
-                    render(
-                        "GRANT " + tables + " ON ALL TABLES IN SCHEMA {} TO {}" + option,
-                        schema,
-                        group,
-                    ),
+                    render("GRANT " + usage + " ON SCHEMA {} TO {}", schema, group),
+                    render("GRANT " + tables + " ON ALL TABLES IN SCHEMA {} TO {}", schema, group),
                     render(
                         "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT "
                         + tables
-                        + " ON TABLES TO {}"
-                        + option,
+                        + " ON TABLES TO {}",
                         schema,
                         group,
                     ),
@@ -489,89 +914,110 @@ def postgres_plan(
                     group,
                 )
             )
-            if not spec.get("manage"):  # the admin may grant it (PostgreSQL 16 wants ADMIN OPTION)
-                for admin, admin_group in groups.items():
-                    if policy["roles"][admin].get("manage"):
-                        statements.append(
-                            render("GRANT {} TO {} WITH ADMIN OPTION", group, admin_group)
-                        )
+        # Former versions made admins members of the other access roles, WITH ADMIN OPTION.
+        for group in admin_groups & existing:
+            statements += [
+                render("REVOKE {} FROM {}", other, group)
+                for other in memberships(group) & set(groups.values())
+            ]
+        install = [render("CREATE SCHEMA IF NOT EXISTS {}", access_schema(prefix))]
+        install += [routine.replace("{a}", a) for routine in POSTGRES_ROUTINES]
+        install = [
+            s.replace("{definer}", POSTGRES_DEFINER).replace("{refused}", POSTGRES_REFUSED)
+            for s in install
+        ]
+        rows = {
+            "schemas": [(n,) for p in (prefix, development_prefix(prefix)) for n in schemas_of(p)],
+            "groups": [(g,) for g in groups.values()],
+            "defaults": [(g, t) for g, ts in defaults.items() for t in ts],
+        }
+        for table, values in rows.items():
+            install.append(f"DELETE FROM {a}.{table}")
+            if values:
+                listed = ", ".join("(" + ", ".join(map(literal, row)) + ")" for row in values)
+                install.append(f"INSERT INTO {a}.{table} VALUES {listed}")
+        digest = _digest(install)
+        installed = _rows(connection, "SELECT to_regclass(%s)", f"{a}.installed")[0][0]
+        if not installed or not _rows(
+            connection, f"SELECT 1 FROM {a}.installed WHERE digest = %s", digest
+        ):
+            statements += [*install, f"DELETE FROM {a}.installed"]
+            statements.append(f"INSERT INTO {a}.installed VALUES ({literal(digest)})")
+        statements.append(render("REVOKE ALL ON SCHEMA {} FROM PUBLIC", access_schema(prefix)))
+        for group in admin_groups:
+            statements += [
+                render("GRANT USAGE ON SCHEMA {} TO {}", access_schema(prefix), group),
+                render(
+                    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {} TO {}",
+                    access_schema(prefix),
+                    group,
+                ),
+            ]
     elif role is not None and set(groups.values()) - existing:
         raise ValueError(
             f"the access roles of prefix {prefix!r} do not exist yet: a superuser runs "
             "`access grant` once to create them"
         )
     plan = Plan(user, "postgresql", [Statement(s) for s in statements])
-    admin_groups = {g for n, g in groups.items() if policy["roles"][n].get("manage")}
-    if role is None:
+    others = [g for name, g in groups.items() if g in member_of and name != role]
+    if not superuser:  # an admin: the access functions
         plan.statements += [
-            Statement(render("REVOKE {} FROM {}", g, user))
-            for g in groups.values()
-            if g in member_of
+            Statement(f"SELECT {a}.revoke_access({literal(user)}, {literal(g)})") for g in others
         ]
-        if found and found[0][1] and admin_groups & member_of:
-            plan.statements.append(Statement(render("ALTER ROLE {} NOCREATEROLE", user)))
+        if role is not None:
+            verb = "create_login" if refusal == "absent" else "set_password"
+            call = f"SELECT {a}.{verb}({literal(user)},"
+            plan.statements.append(Statement(call, secret=True, close=")"))
+            if groups[role] not in member_of:
+                grant = f"SELECT {a}.grant_access({literal(user)}, {literal(groups[role])})"
+                plan.statements.append(Statement(grant))
+            if defaults[groups[role]]:
+                share = f"SELECT {a}.share_defaults({literal(user)}, {literal(groups[role])})"
+                plan.statements.append(Statement(share))
         return plan
-    spec = policy["roles"][role]
+    # Former versions gave admins CREATEROLE: in PostgreSQL 15, a way to take over the server.
+    if found and found[0][1] and admin_groups & member_of:
+        plan.statements.append(Statement(render("ALTER ROLE {} NOCREATEROLE", user)))
+    plan.statements += [Statement(render("REVOKE {} FROM {}", g, user)) for g in others]
+    if role is None:
+        return plan
     verb = "ALTER" if found else "CREATE"
     plan.statements.append(
         Statement(render(verb + " ROLE {} WITH LOGIN PASSWORD", user), secret=True)
     )
-    if spec.get("manage"):
-        plan.statements.append(Statement(render("ALTER ROLE {} CREATEROLE", user)))
-    elif found and found[0][1] and admin_groups & member_of:
-        plan.statements.append(Statement(render("ALTER ROLE {} NOCREATEROLE", user)))
-    plan.statements += [
-        Statement(render("REVOKE {} FROM {}", g, user))
-        for name, g in groups.items()
-        if g in member_of and name != role
-    ]
+    plan.statements.append(
+        Statement(
+            f"INSERT INTO {a}.accounts SELECT oid FROM pg_catalog.pg_roles "
+            f"WHERE rolname = {literal(user)} ON CONFLICT DO NOTHING"
+        )
+    )
     if groups[role] not in member_of:
         plan.statements.append(Statement(render("GRANT {} TO {}", groups[role], user)))
-    # Tables this user declares later must be readable by the roles that read them.
-    defaults = []
-    if spec.get("manage"):
-        for name, group in groups.items():
-            option = " WITH GRANT OPTION" if policy["roles"][name].get("manage") else ""
-            for schema, tables in table_grants[name].items():
-                defaults.append(
-                    render(
-                        "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT "
-                        + tables
-                        + " ON TABLES TO {}"
-                        + option,
-                        user,
-                        schema,
-                        group,
-                    )
-                )
-    if spec.get("develop"):  # a shared development set: what one developer declares, all use
-        sharing = [
-            g
-            for n, g in groups.items()
-            if policy["roles"][n].get("develop") or policy["roles"][n].get("manage")
-        ]
-        for group in sharing:
-            defaults += [
-                render(
-                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT USAGE, CREATE ON SCHEMAS TO {}",
-                    user,
-                    group,
-                ),
-                render(
-                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT ALL ON TABLES TO {}", user, group
-                ),
-            ]
-    if defaults and not superuser:  # only a member of a role may set its default privileges
-        defaults = [
-            render("GRANT {} TO CURRENT_USER", user),
-            *defaults,
-            render("REVOKE {} FROM CURRENT_USER", user),
-        ]
-    plan.statements += [Statement(s) for s in defaults]
+    quoted_user = render("{}", user)
+    plan.statements += [
+        Statement(re.sub("%([%I])", lambda m: "%" if m[1] == "%" else quoted_user, t))
+        for t in defaults[groups[role]]
+    ]
     return plan
 
 
+def schemas_of(prefix: str) -> list[str]:
+    """The schema names of one schema set, `<prefix>_versions` included."""
+    return [prefix + name for name in (*PIPELINE, "_versions")]
+
+
 # ---------------------------------------------------------------------------- entry points
+def missing_admin_right(connection: dj.Connection | None = None) -> str | None:
+    """None if the connected account may set up access (install the routines), else what it lacks."""
+    connection = connection or dj.conn()
+    if connection.adapter.backend == "postgresql":
+        (superuser,) = _rows(
+            connection, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        )[0]
+        return None if superuser else "SUPERUSER"
+    return mysql_installer(connection)
+
+
 def plan_access(user: str, role: str | None, prefix: str | None = None) -> Plan:
     """What `access grant` (a role) or `access revoke` (None) does, read from the server."""
     check_user(user)
@@ -629,7 +1075,8 @@ def apply(plan: Plan, password: str | None) -> None:
 
     def run(statement: Statement) -> None:
         if statement.secret:
-            connection.query(statement.sql.replace("%", "%%") + " %s", args=(secret,))
+            sql, close = statement.sql.replace("%", "%%"), statement.close.replace("%", "%%")
+            connection.query(f"{sql} %s{close}", args=(secret,))
         else:
             connection.query(statement.sql, args=None)  # no parameters: sent as it is
 
