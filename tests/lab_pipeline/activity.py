@@ -48,4 +48,4 @@ class ActivityOutput(dj.Manual):
         keys = upstream.keys()
         ids = [merge_id(part.__name__, key) for key in keys]
         masters = [{"merge_id": i, "source": part.__name__} for i in ids]
-        return masters, [{"merge_id": i, **key} for i, key in zip(ids, keys)]
+        return masters, [{"merge_id": i, **key} for i, key in zip(ids, keys, strict=True)]

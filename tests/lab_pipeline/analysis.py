@@ -35,7 +35,9 @@ class ActivitySummary(dj.Computed):
     @property
     def key_source(self):
         """Every merge entry with parameter set 0; spikes with every parameter set."""
-        return (activity.ActivityOutput * RateParams & ["rate_params = 0", {"source": "Spikes"}]).proj()
+        return (
+            activity.ActivityOutput * RateParams & ["rate_params = 0", {"source": "Spikes"}]
+        ).proj()
 
     def make(self, key):
         bin_size, min_rate = (RateParams & key).fetch1("bin_size", "min_rate")

@@ -104,10 +104,18 @@ class ClusteringParamSet(dj.Lookup):
     param_description = "" : varchar(128)
     """
     contents = [
-        {"paramset": 0, "clustering_method": "threshold", "param_description": "3.5 SD",
-         "params": {"threshold": 3.5, "refractory_ms": 1.0}},
-        {"paramset": 1, "clustering_method": "threshold", "param_description": "conservative",
-         "params": {"threshold": 5.0, "refractory_ms": 2.0}},
+        {
+            "paramset": 0,
+            "clustering_method": "threshold",
+            "param_description": "3.5 SD",
+            "params": {"threshold": 3.5, "refractory_ms": 1.0},
+        },
+        {
+            "paramset": 1,
+            "clustering_method": "threshold",
+            "param_description": "conservative",
+            "params": {"threshold": 5.0, "refractory_ms": 2.0},
+        },
     ]
 
 
@@ -143,20 +151,22 @@ class Clustering(dj.Imported):
     def make(self, key):
         params = (ClusteringParamSet & key).fetch1("params")
         rate = (EphysRecording & key).fetch1("sampling_rate")
-        units = []
+        sorted_sites = []
         for channel in (EphysRecording.Channel & key).to_dicts(order_by="site"):
             voltage = channel["voltage"]
             crossings = np.flatnonzero(np.abs(voltage) > params["threshold"] * voltage.std())
             if crossings.size:
-                units.append(
-                    {
-                        **key,
-                        "unit": len(units),
-                        "probe_type": channel["probe_type"],
-                        "peak_site": channel["site"],
-                        "spike_times": crossings / rate,
-                        "amplitude": float(np.abs(voltage[crossings]).mean()),
-                    }
-                )
+                sorted_sites.append((channel, crossings))
+        units = [
+            {
+                **key,
+                "unit": unit,
+                "probe_type": channel["probe_type"],
+                "peak_site": channel["site"],
+                "spike_times": crossings / rate,
+                "amplitude": float(np.abs(channel["voltage"][crossings]).mean()),
+            }
+            for unit, (channel, crossings) in enumerate(sorted_sites)
+        ]
         self.insert1({**key, "unit_count": len(units)})
         self.Unit.insert(units)

@@ -37,7 +37,12 @@ class Scan(dj.Imported):
         frames = 20
         self.insert1({**key, "frame_rate": 15.0, "frame_count": frames})
         self.Field.insert(
-            {**key, "field": field, "depth": 150.0 + 50 * field, "movie": rng.random((frames, 8, 8))}
+            {
+                **key,
+                "field": field,
+                "depth": 150.0 + 50 * field,
+                "movie": rng.random((frames, 8, 8)),
+            }
             for field in range(2)
         )
 
@@ -54,7 +59,9 @@ class MotionCorrection(dj.Computed):
     def make(self, key):
         movie = np.mean([row["movie"] for row in (Scan.Field & key).to_dicts()], axis=0)
         reference = movie.mean(axis=0)
-        shifts = np.array([np.unravel_index(np.argmax(frame - reference), frame.shape) for frame in movie])
+        shifts = np.array(
+            [np.unravel_index(np.argmax(frame - reference), frame.shape) for frame in movie]
+        )
         self.insert1({**key, "x_shifts": shifts[:, 1] - 4.0, "y_shifts": shifts[:, 0] - 4.0})
 
 

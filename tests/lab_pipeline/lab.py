@@ -15,10 +15,18 @@ class Lab(dj.Lookup):
     time_zone = "UTC" : varchar(64)
     """
     contents = [
-        {"lab": "churchland", "lab_name": "Churchland Lab", "institution": "Columbia University",
-         "time_zone": "America/New_York"},
-        {"lab": "mainen", "lab_name": "Mainen Lab", "institution": "Champalimaud Foundation",
-         "time_zone": "Europe/Lisbon"},
+        {
+            "lab": "churchland",
+            "lab_name": "Churchland Lab",
+            "institution": "Columbia University",
+            "time_zone": "America/New_York",
+        },
+        {
+            "lab": "mainen",
+            "lab_name": "Mainen Lab",
+            "institution": "Champalimaud Foundation",
+            "time_zone": "Europe/Lisbon",
+        },
     ]
 
 
@@ -49,10 +57,16 @@ class Protocol(dj.Lookup):
     approved_on = null : date
     """
     contents = [
-        {"protocol": "IACUC-2024-017", "approved_on": "2024-03-01",
-         "protocol_description": "Head-fixed behaviour with acute recordings"},
-        {"protocol": "IACUC-2025-003", "approved_on": None,
-         "protocol_description": "Chronic two-photon imaging"},
+        {
+            "protocol": "IACUC-2024-017",
+            "approved_on": "2024-03-01",
+            "protocol_description": "Head-fixed behaviour with acute recordings",
+        },
+        {
+            "protocol": "IACUC-2025-003",
+            "approved_on": None,
+            "protocol_description": "Chronic two-photon imaging",
+        },
     ]
 
 
@@ -66,7 +80,11 @@ class Rig(dj.Lookup):
     rig_config = null : json  # amplifier and camera settings
     """
     contents = [
-        {"rig": "ephys-1", "lab": "churchland", "room": "B-210",
-         "rig_config": {"amplifier": "Intan RHD2000", "gain": 192}},
+        {
+            "rig": "ephys-1",
+            "lab": "churchland",
+            "room": "B-210",
+            "rig_config": {"amplifier": "Intan RHD2000", "gain": 192},
+        },
         {"rig": "2p-1", "lab": "mainen", "room": "C-105", "rig_config": None},
     ]

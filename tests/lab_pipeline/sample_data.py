@@ -93,24 +93,51 @@ SAMPLE_DATA: list[dict[Any, Any]] = [
             {"subject": "CJ-041", "session": 1, "protocol_file": str(Path(__file__))},
         ],
         ephys.ProbeType.Site: [
-            {"probe_type": probe_type, "site": site, "x_coord": 16.0 * (site % 2), "y_coord": 20.0 * site}
+            {
+                "probe_type": probe_type,
+                "site": site,
+                "x_coord": 16.0 * (site % 2),
+                "y_coord": 20.0 * site,
+            }
             for probe_type, count in SITES.items()
             for site in range(count)
         ],
         ephys.ProbeInsertion: [
-            {"subject": "CJ-041", "session": 1, "insertion_number": 0, "probe": "18194819302", "depth": 3200.0},
-            {"subject": "CJ-041", "session": 1, "insertion_number": 1, "probe": "T-0042", "depth": None},
-            {"subject": "CJ-042", "session": 1, "insertion_number": 0, "probe": "18194819302", "depth": None},
+            {
+                "subject": "CJ-041",
+                "session": 1,
+                "insertion_number": 0,
+                "probe": "18194819302",
+                "depth": 3200.0,
+            },
+            {
+                "subject": "CJ-041",
+                "session": 1,
+                "insertion_number": 1,
+                "probe": "T-0042",
+                "depth": None,
+            },
+            {
+                "subject": "CJ-042",
+                "session": 1,
+                "insertion_number": 0,
+                "probe": "18194819302",
+                "depth": None,
+            },
         ],
     },
     {
         ephys.ClusteringTask: lambda: [
-            {**key, "paramset": paramset} for key in ephys.EphysRecording.keys() for paramset in (0, 1)
+            {**key, "paramset": paramset}
+            for key in ephys.EphysRecording.keys()
+            for paramset in (0, 1)
         ],
     },
     {
         activity.ActivityOutput: merged,
         activity.ActivityOutput.Spikes: lambda: merged(activity.ActivityOutput.Spikes),
-        activity.ActivityOutput.CalciumTraces: lambda: merged(activity.ActivityOutput.CalciumTraces),
+        activity.ActivityOutput.CalciumTraces: lambda: merged(
+            activity.ActivityOutput.CalciumTraces
+        ),
     },
 ]
