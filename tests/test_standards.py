@@ -25,6 +25,7 @@ import yaml
 from conftest import TEMPLATE, Credentials, package_of
 from cookiecutter.main import cookiecutter
 from packaging.requirements import Requirement
+from test_ci_currency import MINIMUM_MAJORS  # the one table of current majors
 
 CHAIN_100 = "; ".join(
     ["s000"]
@@ -75,13 +76,6 @@ RENDERS: dict[str, dict[str, str]] = {
 }
 # The renders pre-commit runs on here; the CI lint job runs it on mysql-file.
 PRE_COMMIT_RENDERS = ["mysql-none", "postgresql-s3", "several-roots", "diamond", "chain-100"]
-# The oldest major of each action that runs on the node24 runtime.
-MINIMUM_MAJORS = {
-    "actions/checkout": 5,
-    "actions/setup-python": 6,
-    "astral-sh/setup-uv": 7,
-    "actions/cache": 5,
-}
 # One place for the cache of hook environments, shared by every test and every run.
 PRE_COMMIT_HOME = Path(tempfile.gettempdir()) / "dj-pipeline-template-pre-commit"
 
