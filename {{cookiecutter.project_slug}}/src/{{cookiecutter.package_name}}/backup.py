@@ -641,10 +641,9 @@ def move_addresses(connection, mapping: dict[str, str], roots: list[str]) -> Non
                     set_schema = f"JSON_SET({column}, '$.schema', %s)"
                 else:
                     path, schema = f"({column}->>'path')", f"({column}->>'schema')"
-                    set_path = f"jsonb_set({column}::jsonb, '{{path}}', to_jsonb(CAST(CONCAT(%s, SUBSTR({path}, %s)) AS text)))"
-                    set_schema = (
-                        f"jsonb_set({column}::jsonb, '{{schema}}', to_jsonb(CAST(%s AS text)))"
-                    )
+                    concat = f"CAST(CONCAT(%s, SUBSTR({path}, %s)) AS text)"
+                    set_path = f"jsonb_set({column}::jsonb, ARRAY['path'], to_jsonb({concat}))"
+                    set_schema = f"jsonb_set({column}::jsonb, ARRAY['schema'], to_jsonb(%s::text))"
                 for old, renamed in moves:
                     for root in roots:
                         before, after = f"{root}/{old}/", f"{root}/{renamed}/"
@@ -862,6 +861,10 @@ def check(folder: Path, prefix: str | None = None) -> tuple[dict[str, Any], list
         for _ in read.lines():
             pass
         dumps.append(read)
+    counted = {table: rows for read in dumps for table, rows in read.rows.items()}
+    if counted != manifest["rows"]:
+        different = sorted(set(counted.items()) ^ set(manifest["rows"].items()))
+        raise BackupError(f"the dumps' rows differ from the manifest's: {different[:4]}")
     if manifest["backend"] == "mysql":
         dumps.sort(key=lambda read: old.index(read.schema))  # upstream first
     return manifest, dumps

@@ -1,0 +1,258 @@
+"""Backups killed at random moments, and the memory restore needs, measured in one run.
+
+    python bench/backup.py [--trials 300] [--rows 20000] [--backend mysql|postgresql]
+                           [--project PATH --python PATH --package NAME] [--prefix PREFIX]
+
+Renders a project (or uses an installed one: --project, --python, --package), fills the
+starter pipeline with its sample data and stored objects, and adds a table of `--rows` rows of
+about 4 kB each under a second prefix. Then:
+
+- kills (SIGKILL) `python -m <package> backup` at a moment drawn uniformly from the time a
+  whole backup takes, `--trials` times, and counts the folders left behind (the final one or
+  the hidden partial one) that restore's checks accept: the goal is 0. Backups that finished
+  before the kill are counted apart, and must all be accepted.
+- restores a small and a large backup and compares the peak memory of the two restores
+  (the python process's maximum resident size): the goal is a ratio near 1 while the dumps'
+  sizes differ many times, as restore streams the dumps.
+
+The database is reached with the DJ_* variables in the environment (default: this machine's
+MariaDB as root, or PostgreSQL as postgres). A benchmark, not a test: it exits 0 unless a
+step fails, whatever the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+PACKAGE = "benchbackup"
+SERVERS = {
+    "mysql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "3306", "DJ_USER": "root", "DJ_PASS": ""},
+    "postgresql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "5432", "DJ_USER": "postgres", "DJ_PASS": ""},
+}
+
+# A table of bulky rows in the subject schema: a 4 kB text and a 1 kB in-table blob each.
+BULK = """
+import sys
+import numpy as np
+import datajoint as dj
+import {package}
+{package}.activate()
+from {package}.pipeline import subject
+
+@subject.schema
+class Bulk(dj.Manual):
+    definition = '''
+    bulk_id : int32
+    ---
+    text : varchar(4000)
+    data : <blob>
+    '''
+
+rows = int(sys.argv[1])
+text = ("{package} " * 500)[:4000]
+for start in range(0, rows, 500):
+    Bulk.insert(
+        [{{"bulk_id": i, "text": text, "data": np.full(128, i, dtype=np.float64)}}
+         for i in range(start, min(rows, start + 500))]
+    )
+"""
+
+CHECK = """
+import json, sys
+from pathlib import Path
+from {package} import backup
+
+verdicts = {{}}
+for folder in sys.argv[1:]:
+    try:
+        backup.check(Path(folder))
+    except (backup.BackupError, OSError) as error:
+        verdicts[folder] = str(error)
+    else:
+        verdicts[folder] = None
+print(json.dumps(verdicts))
+"""
+
+DROP = """
+import sys
+from {package} import operations
+for prefix in sys.argv[1:]:
+    operations.reset(operations.reset_plan(prefix))
+"""
+
+
+def prepare(work: Path, backend: str) -> tuple[Path, str]:
+    """A rendered project with the default file store, installed; (project, python)."""
+    uv = shutil.which("uv") or sys.exit("uv is required: pip install uv")
+    subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(work), str(TEMPLATE)]
+        + [f"package_name={PACKAGE}", "project_name=Bench Backup", f"database_backend={backend}"],
+        check=True,
+        capture_output=True,
+    )
+    project = work / "bench-backup"
+    subprocess.run(
+        [uv, "venv", "-q", "--python", sys.executable, str(project / ".venv")], check=True
+    )
+    python = str(project / ".venv" / "bin" / "python")
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", python, "-e", "."], cwd=project, check=True
+    )
+    return project, python
+
+
+class Project:
+    """Python and CLI runs of the installed project, under one prefix at a time."""
+
+    def __init__(self, root: Path, python: str, package: str, env: dict[str, str]):
+        self.root, self.python, self.package, self.env = root, python, package, env
+
+    def environment(self, prefix: str) -> dict[str, str]:
+        return {**self.env, f"{self.package.upper()}_SCHEMA_PREFIX": prefix}
+
+    def run(self, prefix: str, *args: str) -> str:
+        done = subprocess.run(
+            [self.python, *args], cwd=self.root, env=self.environment(prefix),
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode:
+            sys.exit(f"{' '.join(args[:3])} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def code(self, prefix: str, source: str, *args: str) -> str:
+        return self.run(prefix, "-c", source.format(package=self.package), *args)
+
+    def backup_command(self, folder: Path) -> list[str]:
+        return [self.python, "-m", self.package, "backup", "--to", str(folder)]
+
+    def restore_peak(self, prefix: str, folder: Path, into: str) -> int:
+        """Peak resident memory (kB) of a restore process."""
+        process = subprocess.Popen(
+            [self.python, "-m", self.package, "restore", str(folder), "--prefix", into],
+            cwd=self.root, env=self.environment(prefix), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out, err = process.communicate()
+        if process.returncode:
+            sys.exit(f"restore failed:\n{out.decode()}{err.decode()}")
+        return usage.ru_maxrss
+
+
+def size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in (folder / "dump").iterdir())
+
+
+def kill_trials(project: Project, prefix: str, work: Path, trials: int) -> None:
+    """SIGKILL backups at random moments; count the leftovers restore's checks accept."""
+    started = time.monotonic()
+    subprocess.run(project.backup_command(work / "timing"), cwd=project.root,
+                   env=project.environment(prefix), check=True, capture_output=True)  # fmt: skip
+    whole = time.monotonic() - started
+    rng = random.Random(int.from_bytes(secrets.token_bytes(4), "big"))
+    finished, killed = [], []
+    for trial in range(trials):
+        folder = work / "trials" / f"t{trial}"
+        folder.parent.mkdir(exist_ok=True)
+        process = subprocess.Popen(
+            project.backup_command(folder), cwd=project.root, env=project.environment(prefix),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            process.wait(timeout=rng.uniform(0, whole))
+            finished.append(folder)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            killed.append(folder)
+    leftovers = [
+        path for path in (work / "trials").iterdir()
+        if path.name.startswith(".") or path in killed
+    ]  # fmt: skip
+    verdicts = json.loads(
+        project.code(prefix, CHECK, *map(str, leftovers), *map(str, finished))
+        .strip()
+        .splitlines()[-1]
+    )
+    accepted = [path for path in leftovers if verdicts[str(path)] is None]
+    complete = [path for path in finished if verdicts[str(path)] is None]
+    print(f"a whole backup takes {whole:.2f} s; {trials} trials, each killed at a random moment")
+    print(f"  finished before the kill: {len(finished)}, of which accepted: {len(complete)}")
+    print(f"  killed: {len(killed)}; folders left behind: {len(leftovers)} "
+          f"(hidden partial ones: {sum(p.name.startswith('.') for p in leftovers)})")  # fmt: skip
+    print(f"  leftovers accepted by restore: {len(accepted)}  (goal: 0)")
+    for path in accepted:
+        print(f"    ACCEPTED: {path}")
+    if len(complete) != len(finished):
+        print("  MISS: a finished backup was refused:",
+              [verdicts[str(p)] for p in finished if verdicts[str(p)]][:1])  # fmt: skip
+
+
+def memory(project: Project, small: str, large: str, work: Path, tag: str) -> list[str]:
+    """Peak memory of restoring a small and a large backup; the prefixes it restored into."""
+    peaks, sizes, restored = {}, {}, []
+    for name, prefix in (("small", small), ("large", large)):
+        folder = work / f"memory-{name}"
+        project.run(prefix, "-m", project.package, "backup", "--to", str(folder))
+        into = f"{prefix[:-1]}m{tag}_"
+        restored.append(into)
+        peaks[name] = project.restore_peak(prefix, folder, into)
+        sizes[name] = size(folder)
+    print(f"restore peak memory: small dump {sizes['small'] / 1e6:.1f} MB -> "
+          f"{peaks['small'] / 1024:.0f} MB, large dump {sizes['large'] / 1e6:.1f} MB -> "
+          f"{peaks['large'] / 1024:.0f} MB")  # fmt: skip
+    print(f"  dump size ratio {sizes['large'] / sizes['small']:.1f}x, "
+          f"peak memory ratio {peaks['large'] / peaks['small']:.2f}x  (goal: near 1)")  # fmt: skip
+    return restored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--rows", type=int, default=20000, help="rows of the large set")
+    parser.add_argument("--backend", choices=list(SERVERS), default="mysql")
+    parser.add_argument("--project", type=Path, help="an installed rendered project")
+    parser.add_argument("--python", help="the project's python (with --project)")
+    parser.add_argument("--package", default=None, help="the project's package (with --project)")
+    parser.add_argument("--prefix", help="the start of the schema names to use")
+    args = parser.parse_args()
+    env = {key: value for key, value in os.environ.items() if key != "PYTEST_ADDOPTS"}
+    if not any(key.startswith("DJ_") for key in env):
+        env.update(SERVERS[args.backend], DJ_BACKEND=args.backend)
+    tag = secrets.token_hex(2)
+    base = args.prefix or f"bench_{tag}_"
+    small, large = f"{base}s_", f"{base}l_"
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        if args.project:
+            project = Project(args.project, args.python, args.package or "bkup", env)
+        else:
+            project = Project(*prepare(work, args.backend), PACKAGE, env)
+        prefixes = [small, large]
+        try:
+            project.code(small, "import {package}; {package}.activate(); "
+                                "{package}.insert_sample_data()")  # fmt: skip
+            project.code(small, BULK, "10")
+            project.code(large, BULK, str(args.rows))
+            kill_trials(project, small, work, args.trials)
+            prefixes += memory(project, small, large, work, tag)
+        finally:
+            subprocess.run([project.python, "-c", DROP.format(package=project.package), *prefixes],
+                           cwd=project.root, env=env, capture_output=True, check=False)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
