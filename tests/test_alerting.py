@@ -129,7 +129,10 @@ def test_compose_monitoring_profile_wires_the_same_files(project):
     (target,) = job["static_configs"][0]["targets"]
     host, port = target.split(":")
     assert host == "dashboard"
-    assert services["dashboard"]["command"][-1] == port
-    assert services["dashboard"]["command"][:4] == ["python", "-m", PACKAGE, "serve"]
+    command = services["dashboard"]["command"]
+    assert command[:4] == ["python", "-m", PACKAGE, "serve"]
+    assert command[command.index("--port") + 1] == port
+    assert command[command.index("--allow-host") + 1] == host  # Prometheus asks for it by name
+    assert "--open-metrics" in command
     (manager,) = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert manager.split(":")[0] == "alertmanager"

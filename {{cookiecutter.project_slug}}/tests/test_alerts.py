@@ -5,12 +5,14 @@ import re
 import socket
 import threading
 import time
+import urllib.request
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from prometheus_client.parser import text_string_to_metric_families
 
 from {{ cookiecutter.package_name }} import __main__ as cli
 from {{ cookiecutter.package_name }} import alerts, dashboard, worker
@@ -367,7 +369,22 @@ def test_the_prometheus_rules_use_metrics_the_dashboard_exports(failing_table):
     """deploy/prometheus/rules.yml alerts on these names: renaming a metric breaks them."""
     _, fail = failing_table
     fail()  # a job error, and so a worker seen
-    exported = {family.name for family in dashboard.PipelineCollector().collect()}
+    sock = dashboard.bind("127.0.0.1", 0)
+    server = dashboard.make_server(dashboard.create_app(), sock)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            thread.join(0.05)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/metrics"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            text = response.read().decode()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    exported = {family.name for family in text_string_to_metric_families(text)}
     used = set(re.findall(r"\bdatajoint_\w+", RULES.read_text(encoding="utf-8")))
     assert used, RULES
     assert used <= exported, f"not exported: {used - exported}"
