@@ -127,9 +127,10 @@ SAMPLE_DATA: list[dict[Any, Any]] = [
         ],
     },
     {
+        # Every recording not yet given to spike sorting, with both parameter sets.
         ephys.ClusteringTask: lambda: [
             {**key, "paramset": paramset}
-            for key in ephys.EphysRecording.keys()
+            for key in (ephys.EphysRecording.proj() - ephys.ClusteringTask).keys()
             for paramset in (0, 1)
         ],
     },

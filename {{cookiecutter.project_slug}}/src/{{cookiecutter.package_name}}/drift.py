@@ -49,12 +49,75 @@ TIMESTAMP = re.compile(r"current_timestamp(\(\))?", re.IGNORECASE)
 NUMBER = re.compile(r"DEFAULT '?(-?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)'?(?=\s|$)")
 # PostgreSQL reads defaults back as casts, e.g. 'silicon'::schema.enum_x or '1'::real.
 CAST = re.compile(r"\"?'(?P<value>(?:[^']|'')*)'::[^']+?\"?")
+# A bool attribute (boolean on PostgreSQL, tinyint on MySQL; DataJoint's comment names the
+# core type) and its default: PostgreSQL reads `admin = 0 : bool` back as 'false'.
+BOOLEAN = re.compile(r" boolean |COMMENT [\"']:bool:")
+BOOLEAN_DEFAULT = re.compile(r"DEFAULT (?P<value>'[^']*'|\S+)", re.IGNORECASE)
+TRUTH = {"0": "false", "0.0": "false", "false": "false", "f": "false",
+         "1": "true", "1.0": "true", "true": "true", "t": "true"}  # fmt: skip
 
 
 def normalized(sql: str) -> str:
     """Attribute SQL with the server's spelling of defaults made uniform."""
     sql = TIMESTAMP.sub("CURRENT_TIMESTAMP", sql)
-    return NUMBER.sub(lambda match: f"DEFAULT {float(match[1])!r}", sql)
+    sql = NUMBER.sub(lambda match: f"DEFAULT {float(match[1])!r}", sql)
+    if BOOLEAN.search(sql):
+        sql = BOOLEAN_DEFAULT.sub(
+            lambda match: "DEFAULT " + TRUTH.get(match["value"].strip("'").lower(), match["value"]),
+            sql,
+            count=1,
+        )
+    return sql
+
+
+# An index as DataJoint compiles it, e.g. 'unique index ("email")' or 'INDEX (`lab`)'.
+INDEX = re.compile(r"(?P<unique>unique\s+)?index\s*\((?P<columns>[^)]*)\)", re.IGNORECASE)
+FOREIGN_KEY = re.compile(r"FOREIGN KEY\s*\((?P<columns>[^)]*)\)", re.IGNORECASE)
+# PostgreSQL's secondary indexes of one table (DataJoint 2.3.5 reads none of them back).
+POSTGRES_INDEXES = """
+SELECT ix.indisunique, array_agg(a.attname::text ORDER BY k.position)
+FROM pg_index ix
+JOIN pg_class t ON t.oid = ix.indrelid
+JOIN pg_namespace s ON s.oid = t.relnamespace
+CROSS JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, position)
+JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum
+WHERE s.nspname = %s AND t.relname = %s AND NOT ix.indisprimary
+GROUP BY ix.indexrelid, ix.indisunique
+"""
+
+Index = tuple[bool, tuple[str, ...]]
+
+
+def columns(text: str) -> tuple[str, ...]:
+    """Column names of an SQL column list, without quotes."""
+    return tuple(name.strip().strip('`"') for name in text.split(","))
+
+
+def index_set(indexes: list[str] | set[Index], foreign_keys: list[str]) -> set[Index]:
+    """(unique, columns) of each index that is declared, not implied by a foreign key.
+
+    Every server indexes a foreign key's columns (MySQL by itself, DataJoint explicitly on
+    PostgreSQL), and whether a definition says so too is not a difference.
+    """
+    found = {
+        (bool(match["unique"]), columns(match["columns"]))
+        for match in (INDEX.fullmatch(sql.strip()) for sql in indexes if isinstance(sql, str))
+        if match
+    } | {index for index in indexes if isinstance(index, tuple)}
+    implied = {(False, columns(match["columns"])) for sql in foreign_keys
+               if (match := FOREIGN_KEY.search(sql))}  # fmt: skip
+    return found - implied
+
+
+def postgres_indexes(table: type[dj.Table]) -> set[Index]:
+    """The secondary indexes of a declared table, read from PostgreSQL's catalogue."""
+    rows = table.connection.query(POSTGRES_INDEXES, args=(table.database, table.table_name))
+    return {(bool(unique), tuple(names)) for unique, names in rows.fetchall()}
+
+
+def index_sql(index: Index) -> str:
+    unique, names = index
+    return f"{'UNIQUE ' if unique else ''}INDEX ({', '.join(names)})"
 
 
 def database_definition(table: type[dj.Table]) -> str:
@@ -117,7 +180,7 @@ def table_drift(table: type[dj.Table]) -> TableDrift:
         return drift
     comment, primary_key, attrs, foreign_keys, indexes = code
     comment_, primary_key_, attrs_, foreign_keys_, indexes_ = database
-    if primary_key != primary_key_:
+    if set(primary_key) != set(primary_key_):  # a set: the order of its columns is no change
         drift.problems.append(
             f"primary key: database ({', '.join(primary_key_)}), code ({', '.join(primary_key)})"
         )
@@ -132,16 +195,19 @@ def table_drift(table: type[dj.Table]) -> TableDrift:
     for name in attrs_:
         if name not in attrs:
             drift.problems.append(f"attribute {name} is in the database only: {attrs_[name]}")
-    compared = [("foreign key", foreign_keys, foreign_keys_)]
-    if table.connection.adapter.backend == "mysql":  # DataJoint reads no indexes back on PostgreSQL
-        compared.append(("index", indexes, indexes_))
-    for kind, ours, theirs in compared:
-        for sql in ours:
-            if sql not in theirs:
-                drift.problems.append(f"{kind} in code only: {sql}")
-        for sql in theirs:
-            if sql not in ours:
-                drift.problems.append(f"{kind} in the database only: {sql}")
+    for sql in foreign_keys:
+        if sql not in foreign_keys_:
+            drift.problems.append(f"foreign key in code only: {sql}")
+    for sql in foreign_keys_:
+        if sql not in foreign_keys:
+            drift.problems.append(f"foreign key in the database only: {sql}")
+    if table.connection.adapter.backend == "postgresql":
+        read_back: list[str] | set[Index] = postgres_indexes(table)
+    else:
+        read_back = indexes_
+    ours, theirs = index_set(indexes, foreign_keys), index_set(read_back, foreign_keys_)
+    drift.problems += [f"index in code only: {index_sql(i)}" for i in sorted(ours - theirs)]
+    drift.problems += [f"index in the database only: {index_sql(i)}" for i in sorted(theirs - ours)]
     if comment != comment_:
         drift.problems.append(f"table comment: database {comment_!r}, code {comment!r}")
     return drift

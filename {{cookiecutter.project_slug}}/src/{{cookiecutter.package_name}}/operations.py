@@ -174,26 +174,41 @@ def release_orphans(orphan_timeout: float) -> int:
     return released
 
 
+STATUS_COLUMNS = ("rows", "done", "remaining", "reserved", "errors", "waiting")
+NOT_DECLARED = "not declared"
+
+
 def format_status(report: list[dict[str, Any]]) -> str:
-    """The status report as a text table."""
-    header = (
-        f"{'table':<36} {'tier':<8} {'rows':>6} {'done':>6} {'remaining':>9}"
-        f" {'reserved':>8} {'errors':>6} {'waiting':>7}"
-    )
-    lines = [header]
-    for row in report:
+    """The status report as a text table, each column as wide as its longest value."""
+
+    def cells(row: dict[str, Any]) -> list[str]:
         if not row["declared"]:
-            lines.append(f"{row['table']:<36} {row['tier']:<8} not declared")
-            continue
-        if "done" not in row:
-            lines.append(f"{row['table']:<36} {row['tier']:<8} {row['rows']:>6}")
-            continue
-        lines.append(
-            f"{row['table']:<36} {row['tier']:<8} {row['rows']:>6} {row['done']:>6}"
-            f" {row['remaining']:>9} {row['reserved']:>8} {row['errors']:>6}"
-            f" {row['waiting_on_manual_input']:>7}"
-        )
-        lines += [f"    {error['key']}: {error['message']}" for error in row["latest_errors"]]
+            return [row["table"], row["tier"], NOT_DECLARED]
+        counts = ["rows", "done", "remaining", "reserved", "errors", "waiting_on_manual_input"]
+        return [row["table"], row["tier"], *(str(row[name]) for name in counts if name in row)]
+
+    table = [["table", "tier", *STATUS_COLUMNS], *(cells(row) for row in report)]
+    widths = [
+        max(len(line[i]) for line in table if i < len(line) and line[2:] != [NOT_DECLARED])
+        for i in range(len(STATUS_COLUMNS) + 2)
+    ]
+    widths[:2] = [max(len(line[i]) for line in table) for i in (0, 1)]
+
+    def text(line: list[str]) -> str:
+        if line[2:] == [NOT_DECLARED]:
+            return f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {NOT_DECLARED}"
+        aligned = [
+            value.ljust(widths[i]) if i < 2 else value.rjust(widths[i])
+            for i, value in enumerate(line)
+        ]
+        return "  ".join(aligned).rstrip()
+
+    lines = [text(table[0])]
+    for row, line in zip(report, table[1:], strict=True):
+        lines.append(text(line))
+        lines += [
+            f"    {error['key']}: {error['message']}" for error in row.get("latest_errors", ())
+        ]
     return "\n".join(lines)
 
 

@@ -1,0 +1,213 @@
+"""Day two with a real lab's code: the pipeline in tests/lab_pipeline/ replaces the starter.
+
+tests/lab_pipeline/ is the schema modules of a lab as it writes DataJoint 2.x: seven schemas
+(lab, subject, session, ephys, imaging, a merge table `activity` whose Part tables point to
+ephys and imaging, analysis), Lookups with contents, Parts, key_source, composite keys,
+nullable and renamed foreign keys, json, `<blob>`, `<blob@main>`, `<attach@main>` and numpy
+make()s, with its sample data and schema versions. It is a plain folder of modules: dropping
+it into a render is a copy. In that render:
+
+- the generated suite's framework tests pass on MariaDB and PostgreSQL (the lab's accounts);
+- `check` finds nothing after a fresh declare, and reports every real change (a table of
+  cases) on both servers, while spellings of the same definition are not changes;
+- ruff (check, format) and mypy pass on the lab's modules with the generated configuration.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import clean_environment, install, package_of, run_project_tests, scram_psql
+
+pytestmark = pytest.mark.slow
+
+LAB = Path(__file__).parent / "lab_pipeline"
+PACKAGE = "labflow"
+
+
+def swap_in_the_lab(project: Path) -> None:
+    """Replace the starter schema modules, sample data and versions by the lab's, and the
+    starter tables' tests (the lab's own to delete), then redraw the README's diagrams."""
+    package = package_of(project)
+    pipeline = project / "src" / package / "pipeline"
+    for module in pipeline.glob("*.py"):
+        (project / "tests" / f"test_{module.stem}.py").unlink(missing_ok=True)
+        module.unlink()
+    for source in LAB.glob("*.py"):
+        shutil.copy(source, pipeline / source.name)
+
+
+@pytest.fixture(scope="module")
+def lab_project(cookies_session, project_env) -> Path:
+    result = cookies_session.bake(
+        extra_context={"package_name": PACKAGE, "project_name": "Lab Pipeline"}
+    )
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    swap_in_the_lab(project)
+    install(project_env, project)
+    redraw = subprocess.run(
+        [str(project_env / "bin" / "python"), "-m", f"{PACKAGE}.scaffold"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert redraw.returncode == 0, redraw.stderr
+    return project
+
+
+def lab_member(lab_accounts, backend: str) -> dict[str, str]:
+    """DJ_* settings of a lab member's account (a password, rights on its prefix only)."""
+    account = lab_accounts[backend]
+    settings = {**account.env, **account.test_prefix_env(PACKAGE)}
+    if backend == "postgresql":  # a database of its own: suites running beside it do not count
+        database = f"{account.env['DJ_USER']}_{secrets.token_hex(3)}"
+        scram_psql(account.admin_env, f"CREATE DATABASE {database} OWNER {account.env['DJ_USER']}")
+        settings["DJ_DATABASE_NAME"] = database
+    return settings
+
+
+# -- The framework tests ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+def test_framework_tests_pass_on_the_lab_pipeline(lab_project, project_env, lab_accounts, backend):
+    """Every generated test but the starter tables' own passes unchanged: the ones that
+    delete, restore or count choose their rows from the lab's graph (the store test's delete
+    reaches the merge table's Part tables)."""
+    result = run_project_tests(project_env, lab_project, lab_member(lab_accounts, backend))
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
+    assert "skipped" not in result.stdout, result.stdout[-3000:]
+
+
+# -- check: real changes, and only those ----------------------------------------------------------
+
+# (module, text in it, its replacement, the table reported, what check says about it)
+CHANGES = [
+    ("session", "    is_training = 0 : bool\n", "    is_training = 0 : bool\n    weight = null : float32\n",
+     "session.Session", "attribute weight is in code only"),
+    ("session", "    session_quality = 1.0 : float32  # 0 (unusable) to 1\n", "",
+     "session.Session", "attribute session_quality is in the database only"),
+    ("imaging", "frame_count : int32", "frame_count : int64",
+     "imaging.Scan", "attribute frame_count changed"),
+    ("lab", 'time_zone = "UTC" : varchar(64)', 'time_zone = "Europe/Lisbon" : varchar(64)',
+     "lab.Lab", "attribute time_zone changed"),
+    ("lab", "admin = 0 : bool", "admin = 1 : bool",
+     "lab.User", "attribute admin changed"),
+    ("lab", "email = null : varchar(255)", "email : varchar(255)",
+     "lab.User", "attribute email changed"),
+    ("lab", "    unique index (email)\n", "",
+     "lab.User", "index in the database only: UNIQUE INDEX (email)"),
+    ("lab", '    rig_config = null : json  # amplifier and camera settings\n',
+     '    rig_config = null : json  # amplifier and camera settings\n    index (room)\n',
+     "lab.Rig", "index in code only: INDEX (room)"),
+    ("lab", "# animal-care and experimental protocols", "# protocols",
+     "lab.Protocol", "table comment"),
+    ("ephys", "clustering_method : enum('kilosort2.5', 'kilosort4', 'threshold')",
+     "clustering_method : enum('kilosort2.5', 'kilosort4', 'threshold', 'mountainsort5')",
+     "ephys.ClusteringParamSet", "attribute clustering_method changed"),
+    ("ephys", "x_coord : float32  # micrometres", "x_coord : float32  # microns",
+     "ephys.ProbeType.Site", "attribute x_coord changed"),
+    ("session", "    -> Session\n    ---\n    session_dir",
+     "    -> Session\n    data_kind : varchar(8)\n    ---\n    session_dir",
+     "session.SessionDirectory", "primary key: database (subject, session), code (subject, session, data_kind)"),
+    ("subject", "    -> [nullable] lab.User.proj(responsible=\"user\")\n", "    -> lab.User.proj(responsible=\"user\")\n",
+     "subject.Subject", "attribute responsible changed"),
+    ("activity", "        -> imaging.Segmentation\n", "        -> imaging.Scan\n",
+     "activity.ActivityOutput.CalciumTraces", "foreign key in code only"),
+    ("analysis", "    rates : <blob>  # one value per unit or mask\n", "    rates : <blob@main>  # one value per unit or mask\n",
+     "analysis.ActivitySummary", "attribute rates changed"),
+]  # fmt: skip
+
+# Spellings of the same definition: check must not report them.
+SAME = [
+    ("session", "session_quality = 1.0 : float32", "session_quality = 1 : float32"),
+    ("subject", "    -> Subject\n    -> Allele\n", "    -> Allele\n    -> Subject\n"),  # key order
+    ("imaging", "scanner = \"galvo-resonant\" : varchar(32)", "scanner = 'galvo-resonant' : varchar(32)"),
+]  # fmt: skip
+
+
+def reported(output: str) -> dict[str, str]:
+    """check's report by table: the text under each `== table` heading."""
+    sections = re.split(r"^== (\S+)\n", output, flags=re.MULTILINE)
+    return dict(zip(sections[1::2], sections[2::2], strict=True))
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+def test_check_reports_real_changes_and_nothing_else(lab_project, project_env, lab_accounts,
+                                                     backend):  # fmt: skip
+    account = lab_accounts[backend]
+    prefix = f"{account.prefix}chk{secrets.token_hex(2)}_"
+    env = clean_environment(**account.env, LABFLOW_SCHEMA_PREFIX=prefix)
+    pipeline = lab_project / "src" / PACKAGE / "pipeline"
+    originals = {path: path.read_text() for path in pipeline.glob("*.py")}
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(project_env / "bin" / "python"), "-m", PACKAGE, *args],
+                              cwd=lab_project, env=env, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        return done
+
+    def edit(changes) -> None:
+        for module, old, new, *_ in changes:
+            path = pipeline / f"{module}.py"
+            text = path.read_text()
+            assert text.count(old) == 1, f"{old!r} in {module}.py"
+            path.write_text(text.replace(old, new))
+
+    try:
+        declared = command("declare")
+        assert declared.returncode == 0, declared.stderr[-3000:]
+        fresh = command("check")
+        assert fresh.returncode == 0, fresh.stdout  # a fresh declare: nothing to report
+        edit(SAME)
+        same = command("check")
+        assert same.returncode == 0, same.stdout
+        for path, text in originals.items():
+            path.write_text(text)
+        edit(CHANGES)
+        changed = command("check")
+        assert changed.returncode == 1, changed.stdout
+        report = reported(changed.stdout.split("To bring the database")[0])
+        assert set(report) == {table for *_, table, _ in CHANGES}, changed.stdout
+        for *_, table, expected in CHANGES:
+            assert expected in report[table], f"{table}: {expected!r} not in\n{report[table]}"
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+        reset = command("reset", "--yes")
+    assert reset.returncode == 0, reset.stdout + reset.stderr[-2000:]
+
+
+# -- ruff and mypy ---------------------------------------------------------------------------------
+
+
+def test_ruff_and_mypy_accept_the_lab_pipeline(lab_project, project_env):
+    """The lab's modules pass the generated configuration as they are: `.keys()` on tables
+    (no SIM118 rewrite to iterating rows), and `A & key`, `A * B`, `A - B`, `A.proj()` on
+    table classes type-check, with DataJoint installed (the lab's environment) or not (the
+    pre-commit hook's)."""
+    pipeline = f"src/{PACKAGE}/pipeline"
+    sources = "\n".join(path.read_text() for path in LAB.glob("*.py"))
+    for idiom in (".keys()", ".proj()", " & ", " * ", " - "):
+        assert idiom in sources, f"the lab pipeline no longer uses {idiom!r}"
+    tools = Path(sys.executable).parent  # the template's own ruff and mypy: no DataJoint here
+    runs = [
+        [str(project_env / "bin" / "ruff"), "check", "--no-cache", pipeline],
+        [str(project_env / "bin" / "ruff"), "format", "--check", "--no-cache", pipeline],
+        [str(project_env / "bin" / "mypy"), "--no-incremental", pipeline],
+        [str(tools / "mypy"), "--no-incremental", pipeline],
+    ]
+    for command in runs:
+        done = subprocess.run(command, cwd=lab_project, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, f"{' '.join(command[:2])}:\n{done.stdout}{done.stderr}"
