@@ -25,7 +25,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BACKENDS, TEMPLATE, clean_environment, module_order
+from conftest import (
+    BACKENDS,
+    TEMPLATE,
+    clean_environment,
+    install,
+    module_order,
+    run_project_tests,
+)
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.generate import generate_context
 from cookiecutter.prompt import prompt_for_config
@@ -133,7 +140,15 @@ MORE_REFUSED = [
     ("schema-keyword", {"schemas": "lambda"}),
     ("schema-module", {"schemas": "sample_data"}),
     ("schema-length", {"schemas": "b" * 45}),
+    ("schema-length", {"schemas": "b" * 43}),  # 'my_pipeline_' counts 14 on MySQL: 42 fit
     ("schema-length", {"schemas": "c" * 40, "schema_prefix": "a_rather_long_project_prefix_"}),
+    ("schema-length", {"schemas": "d" * 46, "schema_prefix": "lab_"}),  # the tests' prefixes
+    (
+        "schema-length",
+        {"schemas": "d" * 45, "schema_prefix": "lab_", "database_backend": "postgresql"},
+    ),
+    ("schema-length", {"schemas": "u_" * 16, "schema_prefix": "lab_"}),  # 32, counting 48
+    ("schema-length", {"schemas": "a", "schema_prefix": "a_" * 20}),  # no room left
     ("spec-syntax", {"schemas": "a -> b"}),
     ("spec-syntax", {"schemas": "a <- b c"}),
     ("spec-syntax", {"schemas": {"a": {"parents": ["b"]}}}),
@@ -152,6 +167,19 @@ MORE_REFUSED = [
     ("choice", {"python_min": "3.9"}),
     ("port", {"database_port": "0"}),
     ("port", {"database_port": "mysql"}),
+    ("visible", {"project_name": "\u200b"}),  # zero-width space
+    ("visible", {"project_name": "\u2800\u2800"}),  # blank braille patterns
+    ("visible", {"project_name": "\u3164"}),  # Hangul filler, a "letter"
+    ("visible", {"project_name": " \ufeff \u2060 "}),
+    ("visible", {"project_name": "\u0301\u034f"}),  # marks on nothing
+    ("visible", {"author_name": "\u200d"}),
+    ("visible", {"author_name": ""}),
+    ("host-url", {"database_host": "postgresql://lab@db.example.org:5432/lab"}),
+    ("host-url", {"database_host": "db.example.org:3306"}),
+    ("host-url", {"database_host": "db.example.org/lab"}),
+    ("host", {"database_host": "[::1]"}),  # DataJoint 2.3.5 splits the host at ':'
+    ("host", {"database_host": "::1"}),
+    ("host", {"database_host": "/var/run/mysqld"}),  # a socket directory: PostgreSQL only
     ("email", {"author_email": "alice@"}),
     ("email", {"author_email": "alice at lab dot org"}),
     ("s3-bucket", {"object_store": "s3", "s3_bucket": "ab"}),
@@ -174,13 +202,36 @@ def test_more_refused_answers(pre_gen, rule, extra):
     assert "\n" not in str(caught.value)
 
 
+def test_refusals_show_what_to_give_instead(pre_gen):
+    """One line: the value as given, what to give instead, the rule."""
+    assert pre_gen.problem("database_host", "mysql://db.example.org", {}) == (
+        "database_host: 'mysql://db.example.org' is a URL; give the host name alone: "
+        f"db.example.org; rule host-url: {pre_gen.RULES['host-url']}"
+    )
+    assert "alone: db, and database_port=5433; " in pre_gen.problem("database_host", "db:5433", {})
+    refused = pre_gen.problem("project_name", "\u200b\u2800", {})
+    assert refused.startswith("project_name: '\\u200b\u2800' has no visible character (only ")
+    assert "(only U+200B, U+2800); rule visible: " in refused
+    assert "counts 48 characters (each '_' twice), 45 at most fit after the tests' " in (
+        pre_gen.problem("schemas", "u_" * 16, {"schema_prefix": "lab_"})
+    )
+
+
 ACCEPTED = [
     {"schemas": "match; case_data <- match", "database_backend": "postgresql"},  # soft keyword
-    {"schemas": "a" * 44},
+    {"schemas": "a" * 42},  # after 'my_pipeline_'
+    {"schemas": "a" * 45, "schema_prefix": "lab_"},
+    {"schemas": "a" * 44, "schema_prefix": "lab_", "database_backend": "postgresql"},
+    {"schemas": "u_" * 22, "schema_prefix": "lab_", "database_backend": "postgresql"},
+    {"schemas": "v_" * 15, "schema_prefix": "lab_"},  # 30 characters, counting 45 on MySQL
     {"schemas": "select_data", "database_backend": "postgresql"},
     {"schemas": "user", "database_backend": "mysql"},  # reserved in PostgreSQL only
     {"schema_prefix": ""},
-    {"database_host": "/var/run/postgresql"},
+    {"database_host": "/var/run/postgresql", "database_backend": "postgresql"},
+    {"database_host": "db-1.lab_net.example"},
+    {"database_host": "10.0.0.7"},
+    {"project_name": "\U0001f9e0", "author_name": "\u674e"},  # one symbol, one letter
+    {"project_name": "Lab\u200b"},  # an invisible character beside visible ones
     {"object_store": "s3", "s3_endpoint": "https://s3.eu-west-1.amazonaws.com"},
     {"object_store": "s3", "s3_endpoint": "minio:9000", "s3_bucket": "lab.data-2026"},
     {"object_store": "none", "store_location": "../ignored/without/a/store"},
@@ -502,6 +553,32 @@ def test_overwrite_changes_no_file_of_the_users_when_an_answer_fails(tmp_path, c
 
 # --- unusual but valid answers render into working projects -------------------------
 
+# The longest schema names the hook accepts after the prefix 'lab_' (the tests' 19-character
+# prefixes leave no more room): 45 characters on MySQL, 44 on PostgreSQL; and a name mostly
+# of '_', which counts twice on MySQL (its grants escape it).
+LONGEST = {
+    "mariadb": ("mysql", 45, "u_" * 14 + "uvw"),
+    "postgresql": ("postgresql", 44, "u_" * 21 + "uv"),
+}
+
+
+def longest_spec(length: int, underscored: str) -> str:
+    """Every kind of starter table, long-named: an entity, an event, two imported tables (one
+    the underscored name), computed tables of one and of two inputs."""
+    a, b, d, e, f = ("s" * (length - 1) + end for end in "abdef")
+    u = underscored
+    return f"{a}; {b} [acquisition] <- {a}; {u} <- {b}; {d} <- {u}; {e} <- {d}, {u}; {f} <- {a}"
+
+
+def longest_answers(server: str) -> dict[str, str]:
+    backend, length, underscored = LONGEST[server]
+    return {
+        "database_backend": backend,
+        "schema_prefix": "lab_",
+        "schemas": longest_spec(length, underscored),
+    }
+
+
 QUOTES = 'O\'Brien "Bob" \\o/ {x} $HOME `id` <!-- # % \'\'\' """'
 UNUSUAL = [
     {"project_name": QUOTES},
@@ -533,13 +610,19 @@ UNUSUAL = [
     {"schemas": "; ".join(["r0", "r1 <- r0", *(f"r{i} <- r{i - 1}, r0" for i in range(2, 40))])},
     {"schema_prefix": ""},
     {"schema_prefix": "p" * 40, "schemas": "abc; de <- abc"},
-    {"database_port": "1", "database_host": "[::1]"},
-    {"database_port": "65535", "database_host": "/var/run/postgresql"},
+    {"database_port": "1", "database_host": "db-1.lab_net.example"},
+    {
+        "database_port": "65535",
+        "database_host": "/var/run/postgresql",
+        "database_backend": "postgresql",
+    },
     {"license": "proprietary", "python_min": "3.13", "audit_trail": "no"},
     {"license": "Apache-2.0", "python_min": "3.11"},
     {"license": "BSD-3-Clause", "python_min": "3.12"},
     {"project_name": "Lab {x} }{ %}"},
     {"description": "Tab-free, with a zero-width joiner 👩‍🔬 and a soft hyphen co\u00adop"},
+    longest_answers("mariadb"),  # ruff formats lines of long names as the scaffold writes them
+    longest_answers("postgresql"),
 ]
 DECLARED = {2: "mariadb", 17: "postgresql", 19: "mariadb", 25: "postgresql", 28: "mariadb"}
 
@@ -667,3 +750,48 @@ def test_unusual_projects_install_import_and_declare(unusual_projects, project_e
             check=False,
         )
         assert declared.returncode == 0, declared.stdout + declared.stderr
+
+
+@pytest.mark.parametrize("server", list(LONGEST))
+def test_the_longest_accepted_names_are_the_longest(pre_gen, server):
+    answers = longest_answers(server)
+    assert pre_gen.problem("schemas", answers["schemas"], answers) == ""
+    _, length, underscored = LONGEST[server]
+    for longer in ("s" * length + "z", "u" + underscored):
+        assert "; rule schema-length: " in pre_gen.problem("schemas", longer, answers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", list(LONGEST))
+def test_the_longest_names_declare_and_pass_the_generated_tests(tmp_path, project_env, server):
+    """The longest names the hook accepts, in every kind of starter table, declare (under the
+    development prefix) and pass the generated tests that name schemas, tables and grants:
+    the pipeline's, its schemas' own, and operations, promotion and access under the tests'
+    throwaway prefixes. Run as the server's administrator: the hook leaves room for the
+    default prefixes of the tests (test_...), which a lab account's own prefix would lengthen."""
+    from cookiecutter.main import cookiecutter
+
+    package = f"longest_{server}"
+    answers = {"package_name": package, "project_name": f"Longest {server}"}
+    project = Path(
+        cookiecutter(
+            str(TEMPLATE),
+            no_input=True,
+            extra_context={**answers, **longest_answers(server)},
+            output_dir=tmp_path,
+        )
+    )
+    install(project_env, project)
+    python = str(project_env / "bin" / "python")
+    env = clean_environment(**BACKENDS[server])
+    try:
+        declared = subprocess.run([python, "-m", package, "declare"], cwd=project, env=env,
+                                  capture_output=True, check=False, text=True)  # fmt: skip
+        assert declared.returncode == 0, declared.stdout[-2000:] + declared.stderr[-3000:]
+    finally:
+        subprocess.run([python, "-m", package, "reset", "--yes"], cwd=project, env=env,
+                       capture_output=True, check=False)  # fmt: skip
+    names = module_order(project, package)
+    suite = ["pipeline", "operations", "promotion", "access", *names]
+    result = run_project_tests(project_env, project, server, *(f"tests/test_{n}.py" for n in suite))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -179,7 +179,7 @@ $foreign_keys
 
     def make(self, key):
         """Acquire every channel of one key."""
-        num_channels = ($device & key).fetch1("num_channels")
+$channel_count
         sampling_rate, signals = simulate_channels(self.table_name, key, num_channels)
         self.insert1({**key, "sampling_rate": sampling_rate})
         self.Channel.insert(
@@ -222,7 +222,7 @@ $foreign_keys
 
     def make(self, key):
         """Count the upstream rows of one key (a placeholder computation)."""
-        upstream = [$upstream_tables]
+$upstream_tables
         self.insert1({**key, "input_rows": sum(len(table & key) for table in upstream)})
 ''')
 
@@ -233,20 +233,20 @@ The project's framework tests (test_pipeline.py and the others) find the tables 
 themselves and keep working whatever the schema modules hold.
 """
 
-${imports}from $package.pipeline import $name
+${imports}$import_line
 ''')
 
 TEST_MANUAL = Template("""
 
 def test_${lower}_has_sample_rows(pipeline):
-    assert len($name.$table()) == $rows
+$count_check
 """)
 
 TEST_IMPORTED = Template("""
 
 def test_${lower}_channels(pipeline):
-    table = $name.$table
-    devices = $name.$device
+$table_line
+$devices_line
     recordings = table()
     assert len(recordings) > 0
     for key in recordings.proj().to_dicts():
@@ -258,7 +258,7 @@ def test_${lower}_channels(pipeline):
 TEST_COMPUTED = Template("""
 
 def test_${lower}_values(pipeline):
-    rows = $name.$table().to_dicts()
+$rows_line
     assert rows
     for row in rows:
         assert np.isfinite(row["signal"]).all()
@@ -268,7 +268,7 @@ def test_${lower}_values(pipeline):
 TEST_ADDED = Template("""
 
 def test_${lower}_counts_its_inputs(pipeline):
-    rows = $name.$table().to_dicts()
+$rows_line
     assert all(row["input_rows"] > 0 for row in rows)
 """)
 
@@ -337,6 +337,75 @@ def python_literal(name: str, value: Any, *, tuple_of_names: bool = False) -> st
             line = f'    "{key}": (\n{inner}    ),\n'
         lines.append(line)
     return f"{name} = {{\n" + "".join(lines) + "}"
+
+
+# Lines holding names (a long schema name is 90 characters as `module.Class`), written as
+# ruff formats them: on one line if it fits, else split where ruff splits it.
+
+
+def fits(*lines: str) -> bool:
+    return all(len(line) <= LINE_LENGTH for line in lines)
+
+
+def assignment(indent: str, target: str, value: str) -> str:
+    """`target = value`, its value wrapped in parentheses if only that makes it fit."""
+    line, inner = f"{indent}{target} = {value}", f"{indent}    {value}"
+    if fits(line) or not fits(inner):
+        return line
+    return f"{indent}{target} = (\n{inner}\n{indent})"
+
+
+def signal_input(source: str, indent: str = " " * 12) -> str:
+    """One item of a computed table's inputs: `mean_signal(<source> & key),`."""
+    line = f"{indent}mean_signal({source} & key),"
+    if fits(line):
+        return line
+    inner = f"{indent}    {source} & key"
+    if not fits(inner):
+        inner = f"{indent}    {source}\n{indent}    & key"
+    return f"{indent}mean_signal(\n{inner}\n{indent}),"
+
+
+def channel_count(device: str, indent: str = " " * 8) -> str:
+    """make()'s first line: the number of channels of the key's device."""
+    head = f"{indent}num_channels = ({device} & key).fetch1("
+    if fits(head + '"num_channels")'):
+        return head + '"num_channels")'
+    if fits(head):
+        return f'{head}\n{indent}    "num_channels"\n{indent})'
+    return f'{indent}num_channels = (\n{indent}    {device} & key\n{indent}).fetch1("num_channels")'
+
+
+def list_of(indent: str, target: str, items: list[str]) -> str:
+    """`target = [items]` on one line, else one item a line."""
+    line = f"{indent}{target} = [{', '.join(items)}]"
+    if fits(line):
+        return line
+    return (
+        f"{indent}{target} = [\n"
+        + "".join(f"{indent}    {item},\n" for item in items)
+        + f"{indent}]"
+    )
+
+
+def count_check(source: str, rows: int, indent: str = " " * 4) -> str:
+    """`assert len(<source>()) == rows`."""
+    call, inner = f"len({source}())", indent * 2
+    if fits(f"{indent}assert {call} == {rows}"):
+        return f"{indent}assert {call} == {rows}"
+    if fits(f"{inner}{call} == {rows}"):
+        body = f"{inner}{call} == {rows}"
+    elif fits(inner + call):
+        body = f"{inner}{call}\n{inner}== {rows}"
+    else:
+        body = f"{inner}len(\n{inner}    {source}()\n{inner})\n{inner}== {rows}"
+    return f"{indent}assert (\n{body}\n{indent})"
+
+
+def import_line(module: str, name: str) -> str:
+    """`from module import name`."""
+    line = f"from {module} import {name}"
+    return line if fits(line) else f"from {module} import (\n    {name},\n)"
 
 
 DIAGRAM = re.compile(
@@ -422,6 +491,7 @@ def module_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], b
         return head + IMPORTED.substitute(
             fields,
             device=lookup,
+            channel_count=channel_count(lookup),
             device_key=key,
             device_width=width(DEVICE_WIDTH, [kind for kind, _ in contents]),
             device_word=re.sub(r"(?<!^)(?=[A-Z])", " ", lookup).lower(),
@@ -446,10 +516,7 @@ def module_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], b
         extra_attributes="    correlation : float64  # mean pairwise correlation of the inputs\n"
         if many
         else "",
-        inputs="\n".join(
-            f"            mean_signal({signal_source(parent, kinds, tables)} & key),"
-            for parent in inputs
-        ),
+        inputs="\n".join(signal_input(signal_source(parent, kinds, tables)) for parent in inputs),
     )
 
 
@@ -461,16 +528,25 @@ def test_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], pac
         "table": tables[name],
         "lower": name,
         "package": package,
-        "rows": SAMPLE_ROWS,
         "imports": "" if kind in ("entity", "event") else "import numpy as np\n\n",
+        "import_line": import_line(f"{package}.pipeline", name),
     }
     head = TEST_HEAD.substitute(fields)
+    table = f"{name}.{tables[name]}"
     if kind in ("entity", "event"):
-        return head + TEST_MANUAL.substitute(fields)
+        return head + TEST_MANUAL.substitute(fields, count_check=count_check(table, SAMPLE_ROWS))
     if kind == "imported":
-        return head + TEST_IMPORTED.substitute(fields, device=device(name)[0])
+        return head + TEST_IMPORTED.substitute(
+            fields,
+            table_line=assignment("    ", "table", table),
+            devices_line=assignment("    ", "devices", f"{name}.{device(name)[0]}"),
+        )
     many = len([p for p in schema["upstream"] if kinds[p] in ("imported", "computed")]) > 1
-    return head + TEST_COMPUTED.substitute(fields, correlation=CORRELATION_CHECK if many else "")
+    return head + TEST_COMPUTED.substitute(
+        fields,
+        rows_line=assignment("    ", "rows", f"{table}().to_dicts()"),
+        correlation=CORRELATION_CHECK if many else "",
+    )
 
 
 def sample_entries(plan: list[dict], tables: dict[str, str], kinds: dict[str, str]) -> str:
@@ -665,11 +741,13 @@ def add_schema(
         ) + ADDED.substitute(
             table=table,
             foreign_keys="\n".join(f"    -> {target}" for target in targets),
-            upstream_tables=", ".join(targets),
+            upstream_tables=list_of(" " * 8, "upstream", targets),
         )
         test = TEST_HEAD.substitute(
-            name=name, package=package_dir.name, imports=""
-        ) + TEST_ADDED.substitute(name=name, table=table, lower=name)
+            name=name, imports="", import_line=import_line(f"{package_dir.name}.pipeline", name)
+        ) + TEST_ADDED.substitute(
+            lower=name, rows_line=assignment("    ", "rows", f"{name}.{table}().to_dicts()")
+        )
     else:
         plan = [schema]
         kinds = {name: "entity"}
