@@ -8,7 +8,13 @@ kind is its role in the pipeline (SCHEMA_ROLES, overridable in access.toml). Fro
              keys are checked there) and DELETE on every downstream schema (deletes cascade);
              the schemas' jobs tables live inside them, so writers can populate;
 - develop -> every privilege on the development schemas (``dev_<prefix>``), CREATE included;
-- manage  -> every privilege on the production schemas, with GRANT.
+- manage  -> every privilege on the production schemas, and the access routines.
+
+The admin (manage) gets no server-wide right: MariaDB's CREATE USER and PostgreSQL 15's
+CREATEROLE each let their holder take any other account, and so the server, over. A server
+administrator's `access grant` installs definer-rights routines in ``<prefix>_access``
+that create, grant, demote and drop the accounts `access grant` made, on the project's
+schemas only; an admin's `access grant` calls them (see docs/access.md).
 
 MySQL and MariaDB get grants per user and database, each database name escaped so it
 matches that database alone; PostgreSQL gets one native role per access role and schema
@@ -926,7 +932,7 @@ def postgres_plan(
             s.replace("{definer}", POSTGRES_DEFINER).replace("{refused}", POSTGRES_REFUSED)
             for s in install
         ]
-        rows = {
+        rows: dict[str, list[tuple[str, ...]]] = {
             "schemas": [(n,) for p in (prefix, development_prefix(prefix)) for n in schemas_of(p)],
             "groups": [(g,) for g in groups.values()],
             "defaults": [(g, t) for g, ts in defaults.items() for t in ts],
