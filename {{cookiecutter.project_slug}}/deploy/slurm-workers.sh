@@ -6,8 +6,9 @@
 #
 # Run from the project folder (it holds datajoint.json) with the project installed in
 # .venv (or a module/conda environment activated). Credentials: DJ_USER and DJ_PASS in the
-# environment, or the files in .secrets/ (see .secrets/README.md). At the time limit SLURM
-# sends SIGTERM: each worker finishes the key in progress, then exits (exit status 143).
+# environment, or the files in .secrets/ (see .secrets/README.md). At the time limit, or on
+# `scancel <jobid>`, SLURM sends SIGTERM: each worker finishes the key in progress, then
+# exits (exit status 143) with no key left reserved; a later array job takes up the rest.
 #SBATCH --job-name={{ cookiecutter.project_slug }}-worker
 #SBATCH --array=1-4
 #SBATCH --cpus-per-task=1
