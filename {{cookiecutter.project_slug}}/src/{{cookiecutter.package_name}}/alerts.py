@@ -184,15 +184,19 @@ def load_settings(config_file: Path | None = None) -> Settings:
     secrets_dir = config_file.parent / ".secrets"
     settings = Settings()
     if os.environ.get("ALERTS_URLS", "").strip():
-        urls = os.environ["ALERTS_URLS"].split()
-        places = [f"ALERTS_URLS, URL {number}" for number in range(1, len(urls) + 1)]
-    else:
+        words = os.environ["ALERTS_URLS"].split()
+        found = [(url, f"ALERTS_URLS, URL {n}") for n, url in enumerate(words, 1)]
+    else:  # one URL a line; blank lines and # comments are skipped
         path = secret_file("alerts.urls", secrets_dir)
-        lines = path.read_text(encoding="utf-8").splitlines() if path else []
-        numbered = [(n, line.strip()) for n, line in enumerate(lines, 1)]
-        urls = [line for _, line in numbered if line and not line.startswith("#")]
-        places = [f"alerts.urls, line {n}" for n, line in numbered if line and line[0] != "#"]
-    settings.channels = [channel(url, place) for url, place in zip(urls, places, strict=True)]
+        lines = (
+            [line.strip() for line in path.read_text(encoding="utf-8").splitlines()] if path else []
+        )
+        found = [
+            (line, f"alerts.urls, line {n}")
+            for n, line in enumerate(lines, 1)
+            if line and not line.startswith("#")
+        ]
+    settings.channels = [channel(url, place) for url, place in found]
     if section.get("webhook"):
         url = os.environ.get("ALERTS_WEBHOOK_URL") or read_secret("alerts.webhook_url", secrets_dir)
         if not url:
