@@ -1,14 +1,20 @@
 """The dashboard served for real on a free port, read over HTTP and in headless Chromium."""
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import datajoint as dj
 import pytest
@@ -18,16 +24,24 @@ from {{ cookiecutter.package_name }} import PIPELINE, dashboard, operations
 from {{ cookiecutter.package_name }} import __main__ as cli
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+TOKEN = secrets.token_urlsafe(24)
 
 
 @pytest.fixture
 def serve(pipeline):
-    """Start the dashboard in a thread on a free loopback port; returns its base URL."""
+    """Start the dashboard in a thread on a free loopback port; returns its base URL once
+    its first reading of the database is done.
+
+    It reads at the start and after an action only: the tests use the same DataJoint
+    connection meanwhile, and a connection serves one thread at a time.
+    """
     servers = []
 
-    def start(allow_retry=False):
+    def start(allow_retry=False, access=None, refresher=None):
+        refresher = refresher or dashboard.Refresher(period=3600)
         sock = dashboard.bind("127.0.0.1", 0)
-        server = dashboard.make_server(dashboard.create_app(allow_retry, 2.0), sock)
+        app = dashboard.create_app(allow_retry, 2.0, access, refresher)
+        server = dashboard.make_server(app, sock)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         servers.append((server, thread))
@@ -36,6 +50,7 @@ def serve(pipeline):
                 break
             thread.join(0.05)
         assert server.started, "the dashboard did not start"
+        assert refresher.wait(60), "no first reading"
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     yield start
@@ -44,20 +59,46 @@ def serve(pipeline):
         thread.join(10)
 
 
-def get(url, data=None, content_type="application/json"):
-    """(status, body text) of a GET, or of a POST when data is given."""
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type})
+def get(url, data=None, content_type="application/json", headers=None):
+    """(status, body text, headers) of a GET, or of a POST when data is given."""
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": content_type, **(headers or {})}
+    )
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=60) as response:
+            return response.status, response.read().decode(), response.headers
     except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+        return error.code, error.read().decode(), error.headers
+
+
+def signed_in():
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def database_env(**settings):
+    """This process's environment with DataJoint's settings in force (and `settings`)."""
+    config = dj.config.database
+    env = os.environ | {
+        "DJ_HOST": str(config.host),
+        "DJ_PORT": str(config.port),
+        "DJ_USER": str(config.user),
+        "DJ_PASS": config.password.get_secret_value() if config.password else "",
+        "DJ_BACKEND": str(config.backend),
+    }
+    if config.name:
+        env["DJ_DATABASE_NAME"] = config.name
+    return env | settings
 
 
 def test_api_status_is_what_status_json_prints(serve, failing_table, capsys):
     table, fail = failing_table
     fail()
-    status, body = get(serve() + "/api/status")
+    status, body, _ = get(serve() + "/api/status")
     assert status == 200
     assert cli.main(["status", "--json"]) == 1  # a job is in error
     assert json.loads(body) == json.loads(capsys.readouterr().out)
@@ -69,18 +110,29 @@ def test_api_status_is_what_status_json_prints(serve, failing_table, capsys):
 def test_metrics_parse_as_prometheus_text(serve, failing_table, pipeline):
     table, fail = failing_table
     fail()
-    status, body = get(serve() + "/metrics")
+    status, body, _ = get(serve() + "/metrics")
     assert status == 200
     families = {family.name: family for family in text_string_to_metric_families(body)}
     assert families["datajoint_up"].samples[0].value == 1
     done = {s.labels["table"]: s.value for s in families["datajoint_table_done"].samples}
     assert len(done) == len(pipeline.auto_tables())
+    keys = {s.labels["table"]: s.value for s in families["datajoint_table_keys"].samples}
+    assert keys == {
+        table: done[table] + remaining
+        for table, remaining in (
+            (s.labels["table"], s.value) for s in families["datajoint_table_remaining"].samples
+        )
+    }
     errors = {s.labels["table"]: s.value for s in families["datajoint_table_errors"].samples}
     assert errors[f"{table.__module__.rpartition('.')[2]}.{table.__name__}"] == 1
+    # Gauges only, and none named like a counter (promtool's rule; the template tests run it).
+    assert {family.type for family in families.values()} == {"gauge"}
+    assert not [name for name in families if name.endswith("_total")]
     # This process made the failed job: it is the worker whose heartbeat is exported.
     heartbeat = families["datajoint_worker_last_seen_seconds"].samples
     assert str(os.getpid()) in {sample.labels["pid"] for sample in heartbeat}
     assert all(sample.value >= 0 for sample in heartbeat)
+    assert time.time() - families["datajoint_last_reading_timestamp_seconds"].samples[0].value < 60
 
 
 def test_page_draws_the_diagram_and_progress_bars_in_chromium(serve, failing_table, tmp_path):
@@ -122,46 +174,281 @@ def test_no_password_in_any_response(serve, failing_table, monkeypatch):
     fail()
     password = "S3cr3t-'\"$$-sentinel"
     monkeypatch.setitem(dj.config, "database.password", password)
-    base = serve(allow_retry=True)
+    base = serve(allow_retry=True, access=dashboard.Access(token=TOKEN))
     paths = ["/", "/api/status", "/api/workers", "/metrics", "/static/dashboard.js", "/healthz"]
     paths += [f"/diagram/{schema}.svg" for schema in list(PIPELINE)[-3:]]
     for path in paths:
-        status, body = get(base + path)
+        status, body, _ = get(base + path, headers=signed_in())
         assert status == 200, path
         assert password not in body, path
 
 
-def test_retry_only_when_allowed(serve, failing_table):
+def test_scrapes_and_page_views_send_no_query(serve, pipeline, monkeypatch):
+    """Every request answers from the one reading the refresher made."""
+    refresher = dashboard.Refresher(period=3600)  # one reading, at the start
+    base = serve(refresher=refresher)
+    sent = []
+    query = dj.conn().query
+    monkeypatch.setattr(dj.conn(), "query", lambda *a, **k: sent.append(a) or query(*a, **k))
+    for _ in range(10):
+        for path in ("/metrics", "/api/status", "/api/workers", "/"):
+            assert get(base + path)[0] == 200, path
+    assert sent == []
+    refresher.read()  # what the refresher does once per period
+    assert len(sent) > 0
+
+
+def test_healthz_and_metrics_never_wait_on_the_database(serve, pipeline):
+    base = serve()
+    with dashboard.DATABASE_LOCK:  # a reading (or an action) that takes its time
+        for path in ("/healthz", "/metrics", "/api/status"):
+            started = time.monotonic()
+            assert get(base + path)[0] == 200, path
+            assert time.monotonic() - started < 2, path
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("localhost:{port}", True),
+        ("127.0.0.1:{port}", True),
+        ("[::1]:{port}", True),
+        ("10.1.2.3:{port}", True),  # an address: no one else's DNS can name it
+        ("dash.lab.example", True),  # given with --allow-host
+        ("rebind.attacker.example:{port}", False),  # a DNS-rebinding page's own name
+        ("localhost.attacker.example", False),
+        ("", False),
+    ],
+)
+def test_only_the_dashboards_own_names_are_answered(serve, host, allowed):
+    base = serve(access=dashboard.Access(allowed_hosts=("dash.lab.example",)))
+    port = base.rpartition(":")[2]
+    status, body, _ = get(base + "/api/status", headers={"Host": host.format(port=port)})
+    assert status == (200 if allowed else 400), body
+    if not allowed:
+        assert "--allow-host" in body
+
+
+def test_a_token_is_asked_for_everywhere_but_healthz(serve):
+    base = serve(access=dashboard.Access(token=TOKEN))
+    for path in ("/api/status", "/api/workers", "/metrics", "/diagram/x.svg"):
+        status, body, headers = get(base + path)
+        assert status == 401, path
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+        assert get(base + path, headers=signed_in())[0] in (200, 404), path
+    assert get(base + "/healthz")[:2] == (200, "ok\n")
+    status, _, headers = get(base + "/")
+    assert (status, headers["Location"]) == (303, "/login")
+    assert get(base + "/login", data=b"token=wrong", content_type=FORM)[0] == 401
+    status, _, headers = get(base + "/login", data=f"token={TOKEN}".encode(), content_type=FORM)
+    assert status == 303
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert TOKEN not in cookie
+    status, body, headers = get(base + "/", headers={"Cookie": cookie.split(";")[0]})
+    assert status == 200
+    assert 'class="pipeline-diagram"' in body
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    metrics_open = serve(access=dashboard.Access(token=TOKEN, open_metrics=True))
+    assert get(metrics_open + "/metrics")[0] == 200
+    assert get(metrics_open + "/api/status")[0] == 401
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def test_a_proxy_on_this_machine_signs_users_in(serve):
+    base = serve(access=dashboard.Access(proxy_user_header="X-Forwarded-User"))
+    assert get(base + "/api/status")[0] == 401
+    assert get(base + "/api/status", headers={"X-Forwarded-User": "ada"})[0] == 200
+
+
+def test_retry_only_when_allowed_signed_in_and_from_the_page(serve, failing_table):
     table, fail = failing_table
     fail()
     name = f"{table.__module__.rpartition('.')[2]}.{table.__name__}"
-    status, body = get(f"{serve()}/api/retry/{name}", data=b"{}")
+    access = dashboard.Access(token=TOKEN)
+    status, body, _ = get(f"{serve(access=access)}/api/retry/{name}", b"{}", headers=signed_in())
     assert status == 403
     assert "--allow-retry" in body
     assert len(table.jobs.errors) == 1
-    allowed = serve(allow_retry=True)
-    assert get(f"{allowed}/api/retry/{name}", data=b"x=1", content_type="text/plain")[0] == 415
-    assert get(f"{allowed}/api/retry/NoSuch.Table", data=b"{}")[0] == 404
-    status, body = get(f"{allowed}/api/retry/{name}", data=b"{}")
+    allowed = serve(allow_retry=True, access=access)
+    url = f"{allowed}/api/retry/{name}"
+    assert get(url, data=b"{}")[0] == 401  # not signed in
+    other_site = {"Origin": "http://127.0.0.1:9", **signed_in()}
+    assert get(url, data=b"{}", headers=other_site)[0] == 403
+    assert get(url, b"{}", headers={"Sec-Fetch-Site": "cross-site", **signed_in()})[0] == 403
+    assert get(url, data=b"x=1", content_type="text/plain", headers=signed_in())[0] == 415
+    assert get(f"{allowed}/api/retry/NoSuch.Table", b"{}", headers=signed_in())[0] == 404
+    assert len(table.jobs.errors) == 1
+    own_page = {"Origin": allowed, "Sec-Fetch-Site": "same-origin", **signed_in()}
+    status, body, _ = get(url, data=b"{}", headers=own_page)
     assert (status, json.loads(body)["requeued"]) == (200, 1)
     assert len(table.jobs.errors) == 0
     assert len(table.jobs.pending) == 1
+    status, body, _ = get(allowed + "/api/status", headers=signed_in())
+    row = next(row for row in json.loads(body) if row["table"] == name)
+    assert row["errors"] == 0  # read again right after the action
+
+
+def test_idle_and_half_sent_connections_are_closed(serve, monkeypatch):
+    monkeypatch.setattr(dashboard, "REQUEST_SECONDS", 1.0)
+    base = serve()
+    port = int(base.rpartition(":")[2])
+
+    def seconds_until_closed(payload):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(payload)
+            started = time.monotonic()
+            received = b""
+            while chunk := client.recv(4096):
+                received += chunk
+            return time.monotonic() - started, received
+
+    for payload in (b"", b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"):
+        seconds, received = seconds_until_closed(payload)
+        assert 0.5 < seconds < 4, payload
+        assert received == b"", payload
+    # A whole request is answered, then the idle connection is closed too.
+    seconds, received = seconds_until_closed(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 200")
+    assert received.endswith(b"ok\n")
+    assert seconds < 4
+
+
+class Switch:
+    """A forwarding proxy in front of the test database that can be cut and restored:
+    the database as the dashboard sees it when its server goes away and comes back."""
+
+    def __init__(self):
+        config = dj.config.database
+        self.unix = str(config.host).startswith("/")  # the embedded server's socket folder
+        if self.unix:
+            self.target = f"{config.host}/.s.PGSQL.{config.port}"
+            self.folder = tempfile.mkdtemp(prefix="switch-")
+            self.address = f"{self.folder}/.s.PGSQL.{config.port}"
+            self.env = {"DJ_HOST": self.folder, "DJ_PORT": str(config.port)}
+        else:
+            self.target = (str(config.host), int(config.port))
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.address = ("127.0.0.1", probe.getsockname()[1])
+            self.env = {"DJ_HOST": "127.0.0.1", "DJ_PORT": str(self.address[1])}
+        self.listener = None
+        self.open = []
+
+    def new_socket(self):
+        return socket.socket(socket.AF_UNIX if self.unix else socket.AF_INET)
+
+    def on(self):
+        self.listener = self.new_socket()
+        if self.unix:
+            Path(self.address).unlink(missing_ok=True)
+        else:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(self.address)
+        self.listener.listen()
+        threading.Thread(target=self.accept, args=(self.listener,), daemon=True).start()
+
+    def off(self):
+        """Stop listening and cut every forwarded connection."""
+        if self.listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accepting thread: it stops
+                self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.close()
+            self.listener = None
+        for connection in self.open:
+            with contextlib.suppress(OSError):  # wakes the pipe threads, sends the FIN
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        self.open.clear()
+
+    def accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = self.new_socket()
+            server.connect(self.target)
+            self.open += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self.pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+
+def test_serve_starts_without_the_database_and_follows_it(pipeline):
+    """Nothing listens at first: the dashboard starts and says datajoint_up 0; the server
+    comes, is cut off, comes back: the dashboard follows within a few readings."""
+    switch = Switch()
+    env = database_env(**switch.env)
+    command = [sys.executable, "-m", "{{ cookiecutter.package_name }}", "serve", "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--refresh", "0.3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+
+    def up():
+        body = get(url + "metrics")[1]
+        families = {family.name: family for family in text_string_to_metric_families(body)}
+        return families["datajoint_up"].samples[0].value
+
+    def wait_for(value):
+        deadline = time.monotonic() + 60
+        while up() != value:
+            assert time.monotonic() < deadline, f"datajoint_up never became {value}"
+            time.sleep(0.2)
+
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("Dashboard on http://127.0.0.1:"), line + process.stderr.read()
+        url = line.split()[2]
+        assert get(url + "healthz")[:2] == (200, "ok\n")
+        assert up() == 0
+        status, body, _ = get(url + "api/status")
+        assert status == 503
+        assert "cannot use the database at" in json.loads(body)["error"]
+        switch.on()
+        wait_for(1)
+        switch.off()  # the server goes away with the connection open
+        wait_for(0)
+        switch.on()
+        wait_for(1)
+        status, body, _ = get(url + "api/status")
+        assert status == 200
+        assert len(json.loads(body)) == len(operations.all_tables())
+    finally:
+        switch.off()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    errors = process.stderr.read()
+    assert "Traceback" not in errors
+    assert "the database did not answer" in errors
+    assert "answers again" in errors
 
 
 def test_serve_command_runs_until_interrupted(pipeline):
     """`python -m <package> serve --port 0` in its own process, as a user starts it."""
-    config = dj.config.database
-    password = config.password
-    env = os.environ | {
-        "DJ_HOST": str(config.host),
-        "DJ_PORT": str(config.port),
-        "DJ_USER": str(config.user),
-        "DJ_PASS": password.get_secret_value() if password else "",
-        "DJ_BACKEND": str(config.backend),
-    }
     process = subprocess.Popen(
         [sys.executable, "-m", "{{ cookiecutter.package_name }}", "serve", "--port", "0"],
-        env=env,
+        env=database_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -172,7 +459,7 @@ def test_serve_command_runs_until_interrupted(pipeline):
         line = process.stdout.readline()  # printed once it listens
         assert line.startswith("Dashboard on http://127.0.0.1:"), line + process.stderr.read()
         url = line.split()[2]
-        status, body = get(url + "api/status")
+        status, body, _ = get(url + "api/status")
         assert status == 200
         assert len(json.loads(body)) == len(operations.all_tables())  # every table
     finally:
@@ -182,13 +469,23 @@ def test_serve_command_runs_until_interrupted(pipeline):
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "token", "message"),
     [
-        (["--port", "70000"], "--port 70000: a port is 0 to 65535"),
-        (["--refresh", "0"], "--refresh 0: give a positive number"),
+        (["--port", "70000"], None, "--port 70000: a port is 0 to 65535"),
+        (["--refresh", "0"], None, "--refresh 0: give a positive number"),
+        (["--host", "0.0.0.0"], None, "--host 0.0.0.0 reaches beyond this machine"),
+        (["--allow-retry"], None, "--allow-retry lets the page change jobs"),
+        (["--allow-retry"], "short", "token is shorter than 16 characters"),
     ],
 )
-def test_serve_refuses_bad_arguments_in_one_line(capsys, argv, message):
+def test_serve_refuses_bad_arguments_in_one_line(
+    database, capsys, monkeypatch, argv, token, message
+):
+    monkeypatch.delenv(dashboard.TOKEN_VARIABLE, raising=False)
+    monkeypatch.setattr(dashboard, "CONTAINER_SECRETS", Path("/nonexistent"))
+    monkeypatch.setattr(dashboard, "find_config_file", lambda: None)
+    if token:
+        monkeypatch.setenv(dashboard.TOKEN_VARIABLE, token)
     assert cli.main(["serve", *argv]) == 2
     error = capsys.readouterr().err
     assert message in error

@@ -11,6 +11,10 @@ going, or its process is frozen. A long make() does not make a worker unhealthy.
 Probes run this file by its path (``python -P /app/src/<package>/health.py``): it needs
 only the standard library for the heartbeat, so a probe does not import the pipeline.
 They check the heartbeat only: restarting workers does not mend a database that is down.
+
+It also turns a database that cannot be used into one line for every command
+(`database_errors_reported`): no credentials, a server that does not answer, or one
+that refuses the connection.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,121 @@ def heartbeat_problem(max_age: float) -> str | None:
     return None
 
 
+#: MySQL and MariaDB errors that mean no usable connection, not a query's fault: the server
+#: refuses the user or the host, has too many connections, or cannot be reached or was lost.
+MYSQL_CONNECTION_ERRORS = {0, 1040, 1044, 1045, 1129, 1130, 1203, 1226, 1251, 1698}
+MYSQL_CONNECTION_ERRORS |= {2002, 2003, 2005, 2006, 2013, 2026, 2055}
+#: PostgreSQL SQLSTATEs (prefixes) with the same meaning: connection exceptions (08), a
+#: refused login (28), no such database (3D000), too many connections (53300), a server
+#: shutting down or starting (57P).
+POSTGRES_CONNECTION_STATES = ("08", "28", "3D000", "53300", "57P")
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and the errors it was raised from or while handling."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def connection_reason(error: BaseException) -> str | None:
+    """The server's or the driver's own words when `error` means no usable connection."""
+    kinds = {kind.__name__ for kind in type(error).__mro__}
+    driver = type(error).__module__.partition(".")[0]
+    if "LostConnectionError" in kinds:  # DataJoint's: the connection failed or was lost
+        return ": ".join(str(arg) for arg in error.args if str(arg)) or "connection lost"
+    if not kinds & {"OperationalError", "InterfaceError"}:
+        return None
+    if driver == "pymysql" and error.args and error.args[0] in MYSQL_CONNECTION_ERRORS:
+        return str(error.args[-1]) or "the server closed the connection"
+    if driver == "psycopg2":
+        state = getattr(error, "pgcode", None)
+        if state is None or state.startswith(POSTGRES_CONNECTION_STATES):
+            return " ".join(str(error).split()) or "the server closed the connection"
+    return None
+
+
+def settings_problem() -> str | None:
+    """What to run when no database user or password is configured, or None."""
+    import datajoint as dj
+
+    package = __package__ or "<package>"
+    config = dj.config.database
+    if config.user is None:
+        return (
+            f"no database user configured: run `python -m {package} dev-db start` for a"
+            f" development database, or `python -m {package} login` to save your"
+            " credentials (or set DJ_USER and DJ_PASS)"
+        )
+    if config.password is None:
+        return (
+            f"no database password configured for {config.user}: run"
+            f" `python -m {package} login` to save it (or set DJ_PASS)"
+        )
+    return None
+
+
+def database_failure(error: BaseException) -> str | None:
+    """One line saying why the database cannot be used, or None when `error` is another one.
+
+    Nothing configured, a server that does not answer (wrong host or port, down) or that
+    refuses us (wrong password, no right to connect, too many connections): the line names
+    the server and gives its own reason, or the commands that set a database up.
+    """
+    import datajoint as dj
+
+    config = dj.config.database
+    for cause in _causes(error):
+        if isinstance(cause, dj.DataJointError) and str(cause).startswith(
+            ("Database user not configured", "Database password not configured")
+        ):
+            return settings_problem() or str(cause)
+        reason = connection_reason(cause)
+        if reason is not None:
+            where = config.host if ":" in str(config.host) else f"{config.host}:{config.port}"
+            return f"cannot use the database at {where} as {config.user}: {reason}"
+    return None
+
+
+class _NoFallbackNoise(logging.Filter):
+    """Drops DataJoint's "SSL connection failed (...). Falling back" warning when SSL was not
+    the problem (nothing listens, the password is wrong: the error line says so) or when the
+    server has no SSL at all, where falling back is what DataJoint's automatic mode means."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("SSL connection failed"):
+            return True
+        cause = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        text = str(cause).lower()
+        return not (
+            isinstance(cause, BaseException)
+            and connection_reason(cause) is not None
+            and ("ssl" not in text or "does not support ssl" in text)
+        )
+
+
+@contextlib.contextmanager
+def database_errors_reported() -> Iterator[None]:
+    """Around a command: a database that cannot be used ends it with one line on stderr
+    (`database_failure`) and exit status 2, not a traceback. Other errors pass through."""
+    quiet = _NoFallbackNoise()
+    datajoint_log = logging.getLogger("datajoint")
+    datajoint_log.addFilter(quiet)
+    try:
+        yield
+    except Exception as error:
+        problem = database_failure(error)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    finally:
+        datajoint_log.removeFilter(quiet)
+
+
 def database_problem() -> str | None:
     """Why the database does not answer, or None when it does."""
     import datajoint as dj
@@ -82,7 +202,7 @@ def database_problem() -> str | None:
     try:
         dj.conn().query("SELECT 1").fetchall()
     except Exception as error:  # noqa: BLE001  (each driver raises its own errors)
-        return f"database unreachable: {error}"
+        return database_failure(error) or f"database unreachable: {error}"
     return None
 
 

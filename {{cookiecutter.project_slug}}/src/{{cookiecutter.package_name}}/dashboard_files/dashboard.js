@@ -87,7 +87,10 @@ async function refresh() {
     const [status, workers] = await Promise.all(
       ["/api/status", "/api/workers"].map(async (url) => {
         const response = await fetch(url);
-        if (!response.ok) throw new Error(url + ": HTTP " + response.status);
+        if (!response.ok) {
+          const answer = await response.json().catch(() => ({}));
+          throw new Error(answer.error || url + ": HTTP " + response.status);
+        }
         return response.json();
       }));
     showStatus(status);
