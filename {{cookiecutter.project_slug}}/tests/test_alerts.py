@@ -1,8 +1,12 @@
 """Alerts on real job errors, delivered by Apprise to local HTTP servers and a local SMTP server."""
 
 import json
+import os
+import random
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -16,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from {{ cookiecutter.package_name }} import __main__ as cli
 from {{ cookiecutter.package_name }} import alerts, dashboard, worker
+from {{ cookiecutter.package_name }}.utils import database_environment
 
 RULES = Path(__file__).parents[1] / "deploy" / "prometheus" / "rules.yml"
 
@@ -239,6 +244,49 @@ def test_a_slow_success_is_sent_once_when_two_processes_check(failing_table, rec
         thread.join()
     assert sorted(results, key=len) == [{}, {f"json://{receiver.address}": 1}]
     assert len(receiver.posts) == 1
+
+
+def test_watch_killed_at_random_moments_never_reports_an_error_twice(
+    failing_table, receiver, tmp_path
+):
+    """`watch --once` killed (SIGKILL) at random moments, over the same error and then a new
+    one: the state file is whole every time and no error reaches the channel twice. (Killed
+    after recording an error and before sending it, that message is lost: at most once.)"""
+    _, fail = failing_table
+    config = write_project(
+        tmp_path, {"min_interval": 0}, {"alerts.urls": f"json://{receiver.address}/"}
+    )
+    state = tmp_path / ".alerts-state.json"
+    environment = {**os.environ, **database_environment()}
+    seed = random.randrange(2**32)
+    moments = random.Random(seed)
+    for trial in range(6):
+        if trial in (0, 3):
+            fail()
+        process = subprocess.Popen(
+            [sys.executable, "-m", alerts.__package__, "watch", "--once"],
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            process.wait(timeout=moments.uniform(0.5, 6))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if state.exists():
+            assert alerts.valid_state(json.loads(state.read_text())), f"seed {seed}"
+    alerts.check(alerts.load_settings(config))
+    time.sleep(3)  # a delivery whose parent was killed may still be under way
+    reported = [
+        line
+        for _, body in receiver.posts
+        for line in body["message"].splitlines()
+        if line[:2] == "- "
+    ]
+    assert len(reported) == len(set(reported)), f"seed {seed}: {reported}"
+    assert reported, f"seed {seed}: nothing reported"
 
 
 def test_a_damaged_state_file_is_rebuilt_without_sending_history(failing_table, receiver, tmp_path):

@@ -267,7 +267,8 @@ def format_message(errors: list[dict]) -> tuple[str, str]:
     for error in errors[:SHOWN_PER_MESSAGE]:
         key = ", ".join(f"{k}={v}" for k, v in error["key"].items())
         message = error["message"].strip().splitlines()[0] if error["message"].strip() else ""
-        lines.append(f"- {error['table']} ({key}) on {error['host'] or '?'}: {message}")
+        when = str(error["when"])[:19]  # to the second
+        lines.append(f"- {error['table']} ({key}) on {error['host'] or '?'} at {when}: {message}")
     if len(errors) > SHOWN_PER_MESSAGE:
         lines.append(f"... and {len(errors) - SHOWN_PER_MESSAGE} more")
     lines.append(f"See `python -m {__package__} status` or the dashboard.")
