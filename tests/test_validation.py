@@ -217,6 +217,36 @@ def test_refusals_show_what_to_give_instead(pre_gen):
     )
 
 
+# Refused by copier as by cookiecutter: copier.yml's validators call the hook's rules.
+COPIER_REFUSED = [
+    (
+        "database_host=mysql://db.example.org",
+        "give the host name alone: db.example.org; rule host-url",
+    ),
+    ("database_host=[::1]", "rule host:"),
+    ("project_name=\u200b\u2800", "has no visible character (only U+200B, U+2800); rule visible"),
+    ("author_name=\u3164", "rule visible"),
+    (
+        "schemas=" + "a" * 43,
+        "42 at most fit after the prefix 'my_pipeline_' on mysql; rule schema-length",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pair", "message"), COPIER_REFUSED, ids=[p for p, _ in COPIER_REFUSED])
+def test_copier_refuses_them_too(tmp_path, template_repo, pair, message):
+    project = tmp_path / "project"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("copier")), "copy", "--quiet", "--trust", "--defaults",
+         "--data", pair, str(template_repo), str(project)],
+        cwd=tmp_path, capture_output=True, check=False, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    # copier shows a refused --data answer in a traceback of its own, ending with the hook's line.
+    assert message in result.stderr.splitlines()[-1], result.stderr[-2000:]
+    assert not project.exists()
+
+
 ACCEPTED = [
     {"schemas": "match; case_data <- match", "database_backend": "postgresql"},  # soft keyword
     {"schemas": "a" * 42},  # after 'my_pipeline_'
@@ -795,3 +825,4 @@ def test_the_longest_names_declare_and_pass_the_generated_tests(tmp_path, projec
     suite = ["pipeline", "operations", "promotion", "access", *names]
     result = run_project_tests(project_env, project, server, *(f"tests/test_{n}.py" for n in suite))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
