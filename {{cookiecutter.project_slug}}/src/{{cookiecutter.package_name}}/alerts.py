@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-import apprise
 import datajoint as dj
 from datajoint.settings import find_config_file
 
@@ -121,6 +120,8 @@ def channel(url: str, where: str, name: str | None = None) -> Channel:
     scheme = url.partition("://")[0] if "://" in url else "none"
     if any(character.isspace() for character in url):
         raise AlertError(f"{where}: a URL cannot contain spaces (write a space as %20)")
+    import apprise  # here: every command imports the worker, and so this module
+
     with apprise_quiet():
         plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
