@@ -1,7 +1,7 @@
 """Worker scale-out of a generated pipeline, as speed-ups measured in one run.
 
     python bench/workers.py [--keys 1000] [--make-seconds 0.02] [--backend mysql|postgresql]
-                            [--workers 1,2,4,8,16]
+                            [--workers 1,2,4,8,16] [--settings JSON] [--prefix PREFIX]
 
 Renders a project for the backend (a postgresql project has the postgres extra), installs
 it with uv, adds a schema whose make() is I/O-bound (it sleeps), and populates it with
@@ -10,7 +10,8 @@ waits in its first make() until all have started, so interpreter start-up is not
 each run's time is from that start to the last make()'s end, read from the rows. It also
 measures the worker's overhead per key beyond make() itself (one worker, make() waiting
 0 s). Goals: 4 workers >= 3.8x, 8 >= 7.2x, 16 no slower than 8. A benchmark, not a test:
-it always exits 0.
+it always exits 0. `--settings` (DJ_* settings as JSON) and `--prefix` (a schema prefix that
+account may use) run it as another account than this machine's root / postgres.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def prepare(work: Path, backend: str) -> tuple[Path, str]:
     )
     add = [python, "-m", PACKAGE, "add-schema", "slow", "--upstream", "subject"]
     subprocess.run(add, cwd=project, check=True, capture_output=True)
-    (project / "src" / PACKAGE / "slow.py").write_text(SLOW_MODULE)
+    (project / "src" / PACKAGE / "pipeline" / "slow.py").write_text(SLOW_MODULE)
     return project, python
 
 
@@ -107,7 +108,7 @@ def run_python(python: str, project: Path, env: dict, code: str) -> str:
 def populate(python: str, project: Path, env: dict, workers: int, keys: int) -> float:
     """Seconds from the start of all `workers` worker processes to the last make()'s end."""
     reset = (
-        f"import {PACKAGE}; from {PACKAGE} import slow, subject; {PACKAGE}.activate(); "
+        f"import {PACKAGE}; from {PACKAGE}.pipeline import slow, subject; {PACKAGE}.activate(); "
         f"slow.Slow.delete_quick(); slow.Slow.jobs.delete_quick(); "
         f"subject.Subject.insert([(i, f's{{i}}') for i in range({keys})], skip_duplicates=True); "
         # what jobs.refresh() inserts, in one statement
@@ -125,7 +126,7 @@ def populate(python: str, project: Path, env: dict, workers: int, keys: int) -> 
         (Path(barrier) / "go").touch()
         assert all(process.wait() == 0 for process in processes)
     span = (
-        f"import json, {PACKAGE}; from {PACKAGE} import slow; {PACKAGE}.activate(); "
+        f"import json, {PACKAGE}; from {PACKAGE}.pipeline import slow; {PACKAGE}.activate(); "
         "rows = slow.Slow().to_dicts(); "
         "print(json.dumps([len(rows), max(r['finished'] for r in rows)]))"
     )
@@ -140,11 +141,14 @@ def main() -> None:
     parser.add_argument("--make-seconds", type=float, default=0.02)
     parser.add_argument("--backend", choices=list(SERVERS), default="mysql")
     parser.add_argument("--workers", default="1,2,4,8,16", help="comma-separated counts")
+    parser.add_argument("--settings", metavar="JSON", help="DJ_* settings of the account to use")
+    parser.add_argument("--prefix", default="bench_", help="start of the schema names")
     args = parser.parse_args()
     counts = sorted({1, *map(int, args.workers.split(","))})
     env = {key: value for key, value in os.environ.items() if not key.startswith("DJ_")}
-    env.update(SERVERS[args.backend], DJ_BACKEND=args.backend)
-    env[f"{PACKAGE.upper()}_SCHEMA_PREFIX"] = f"bench_{secrets.token_hex(3)}_"
+    env.update(json.loads(args.settings) if args.settings else SERVERS[args.backend])
+    env["DJ_BACKEND"] = args.backend
+    env[f"{PACKAGE.upper()}_SCHEMA_PREFIX"] = f"{args.prefix}{secrets.token_hex(3)}_"
     with tempfile.TemporaryDirectory() as folder:
         project, python = prepare(Path(folder), args.backend)
         try:

@@ -3,7 +3,11 @@
 Several `python -m <package>.worker` processes share one database: every key is made
 exactly once, a failing make() leaves an error record while the rest completes, SIGTERM
 stops a worker cleanly, and after SIGKILL another worker completes the pipeline once the
-orphaned reservation is released, as the generated README documents.
+orphaned reservation is released, as the generated README documents. Faults at random
+moments -- killed sessions, stop signals, killed children of --processes -- run as
+bench/worker_faults.py does, at a small size; bench/workers.py runs at a tiny size.
+
+Every test uses a password-protected account with rights on its own prefix only.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import json
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, clean_environment, install
+from conftest import TEMPLATE, clean_environment, install, load_module
 
 pytestmark = pytest.mark.slow
 # Long and independent tests: the workers share them (see conftest.py).
@@ -27,35 +32,8 @@ PACKAGE = "wk"
 KEYS = 40
 FAILING = 7
 
-WORK_MODULE = '''\
-"""A test schema whose make() is slow, logs every call and fails for one key."""
-
-import os
-import time
-
-import datajoint as dj
-
-from . import subject
-
-schema = dj.Schema()
-
-
-@schema
-class Work(dj.Computed):
-    definition = """
-    -> subject.Subject
-    ---
-    worker_pid : int32
-    """
-
-    def make(self, key):
-        with open(os.environ["WORK_LOG"], "a") as log:
-            log.write(f"{key['subject_id']} {os.getpid()}\\n")
-        time.sleep(float(os.environ.get("WORK_SECONDS", "0.05")))
-        if str(key["subject_id"]) == os.environ.get("WORK_FAIL", "FAILING"):
-            raise ValueError(f"bad subject {key['subject_id']}")
-        self.insert1({**key, "worker_pid": os.getpid()})
-'''.replace("FAILING", str(FAILING))
+FAULTS_BENCH = TEMPLATE / "bench" / "worker_faults.py"
+WORK_MODULE = load_module(FAULTS_BENCH).WORK_MODULE  # make() logs its start and end
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +55,14 @@ def worker_project(cookies_session, project_env):
 
 
 @pytest.fixture(params=["mariadb", "postgresql"])
-def pipeline_env(request, worker_project, project_env, tmp_path):
+def pipeline_env(request, worker_project, project_env, lab_accounts, tmp_path):
     """Environment of one test: a backend, a fresh schema prefix, KEYS subjects entered."""
-    prefix = f"wtest_{secrets.token_hex(3)}_"
+    lab = lab_accounts[request.param]
     env = clean_environment(
-        **BACKENDS[request.param],
-        WK_SCHEMA_PREFIX=prefix,
+        **lab.env,
+        WK_SCHEMA_PREFIX=f"{lab.prefix}w{secrets.token_hex(3)}_",
         WORK_LOG=str(tmp_path / "calls.log"),
+        WORK_FAIL=str(FAILING),
         PYTHONUNBUFFERED="1",
     )
     python = str(project_env / "bin" / "python")
@@ -142,8 +121,9 @@ def state(setup) -> dict:
 
 
 def calls(setup) -> Counter:
-    lines = setup["log"].read_text().split() if setup["log"].exists() else []
-    return Counter(int(key) for key in lines[::2])
+    """How many times make() started, by key."""
+    lines = setup["log"].read_text().splitlines() if setup["log"].exists() else []
+    return Counter(int(line.split()[0]) for line in lines if line.endswith(" start"))
 
 
 def wait_for_a_reservation(setup, timeout: float = 30) -> None:
@@ -223,65 +203,59 @@ def test_after_sigkill_the_orphaned_key_is_released_and_completed(pipeline_env):
     assert (final["jobs"]["reserved"], final["jobs"]["error"]) == (0, 1)
 
 
-TRIALS = 100  # per backend
+TRIALS = 12  # per backend: about 20 s each; the bench runs hundreds
 
 
 @pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
-def test_stop_signals_at_random_moments_leave_nothing_behind(
-    backend, worker_project, project_env, tmp_path
+def test_faults_at_random_moments_lose_no_key(
+    backend, worker_project, project_env, lab_accounts, tmp_path
 ):
-    """SIGTERM or SIGINT at a random moment of a worker, a `populate` or a worker with
-    --processes 2: exit 143 / 130, no traceback, no reservation or error row left, and a
-    fresh worker then completes every key, each made exactly once."""
-    prefix = f"wsig_{secrets.token_hex(3)}_"
+    """Killed sessions, stop signals and killed children of --processes at random moments,
+    on workers (one process, --processes, --loop) and `populate`: every key made once, or
+    pending or in error with a non-zero exit; none left reserved; no hang; the documented
+    exit codes; no traceback (bench/worker_faults.py at a small size)."""
+    lab = lab_accounts[backend]
     env = clean_environment(
-        **BACKENDS[backend],
-        WK_SCHEMA_PREFIX=prefix,
+        **lab.env,
+        WK_SCHEMA_PREFIX=f"{lab.prefix}f{secrets.token_hex(3)}_",
         WORK_LOG=str(tmp_path / "calls.log"),
-        WORK_SECONDS="0.005",
-        WORK_FAIL="none",
     )
-    python = str(project_env / "bin" / "python")
-    script = Path(__file__).with_name("worker_trials.py")
     seed = secrets.randbelow(10**6)
-    try:
-        done = subprocess.run(
-            [python, str(script), PACKAGE, str(TRIALS), "10", str(seed)],
-            cwd=worker_project,
-            env=env,
-            capture_output=True,
-            check=False,
-            text=True,
-            timeout=900,
-        )
-    finally:
-        drop = (
-            f"import {PACKAGE}; {PACKAGE}.activate()\n"
-            f"for m in reversed({PACKAGE}.MODULES): m.schema.drop(prompt=False)"
-        )
-        subprocess.run(
-            [python, "-c", drop], cwd=worker_project, env=env, capture_output=True, check=False
-        )
+    command = [str(project_env / "bin" / "python"), str(FAULTS_BENCH), "run", PACKAGE]
+    command += ["--trials", str(TRIALS), "--seed", str(seed), "--deadline", "20"]
+    done = subprocess.run(
+        command,
+        cwd=worker_project,
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.splitlines()[-1])
-    expected = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
-    outcomes = Counter(
-        (t["kind"], t["signal"], "before" if t["finished_before_signal"] else "during", t["code"])
-        for t in result["trials"]
+    counts = result["counts"]
+    print(f"seed {seed}, {backend}: {counts} in {result['seconds']:.0f} s")
+    failures = {name: counts[name] for name in load_module(FAULTS_BENCH).COUNTS[2:-1]}
+    assert not any(failures.values()), (f"seed {seed}", failures, result["failures"])
+
+
+def test_the_scale_out_bench_runs(lab_accounts):
+    """bench/workers.py at a tiny size, as a lab's account."""
+    lab = lab_accounts["mariadb"]
+    done = subprocess.run(
+        [sys.executable, str(TEMPLATE / "bench" / "workers.py"), "--keys", "8"]
+        + ["--make-seconds", "0", "--workers", "2", "--settings", json.dumps(lab.env)]
+        + ["--prefix", lab.prefix],
+        env=clean_environment(),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=900,
     )
-    print(f"seed {seed}, {backend}: {dict(outcomes)} in {result['trials_seconds']:.0f} s")
-    signalled = [t for t in result["trials"] if not t["finished_before_signal"]]
-    assert len(signalled) >= 0.95 * TRIALS, outcomes  # keys left for (nearly) every trial
-    bad = [t for t in result["trials"] if t["tracebacks"]]
-    bad += [t for t in signalled if t["code"] != expected[t["signal"]]]
-    bad += [t for t in result["trials"] if t["finished_before_signal"] and t["code"] != 0]
-    assert not bad, (f"seed {seed}", outcomes, bad[0]["output"])
-    jobs = result["after_trials"]["jobs"]
-    assert (jobs["reserved"], jobs["error"]) == (0, 0), (f"seed {seed}", jobs)
-    assert result["final_code"] == 0, result["final_output"]
-    assert result["final"]["made"] == result["keys"]
-    assert result["final"]["jobs"]["total"] == 0
-    assert result["calls"] == {"1": result["keys"]}  # every key made once: none twice, none lost
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "8 keys, make() waits 0 ms, mysql" in done.stdout
+    assert "worker overhead per key beyond make()" in done.stdout
 
 
 KILL_CONNECTION = {

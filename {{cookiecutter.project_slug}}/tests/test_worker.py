@@ -12,6 +12,12 @@ def test_worker_pass_finds_nothing_left(pipeline):
     assert worker.main(["--once", "--log-level", "WARNING"]) == 0
 
 
+def test_worker_processes_find_nothing_left(pipeline):
+    """--processes 2: children with connections of their own; the caller's works after."""
+    assert worker.main(["--once", "--processes", "2", "--log-level", "WARNING"]) == 0
+    assert all(table().progress()[0] == 0 for table in pipeline.auto_tables())
+
+
 def test_worker_refuses_unknown_tables(pipeline, capsys):
     with pytest.raises(SystemExit, match="2"):
         worker.main(["--table", "NoSuchTable"])

@@ -85,8 +85,9 @@ def populate(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with worker.stop_handlers():
-        activate()
-        code, outcome = worker.populate(tables, worker.options_from(args))
+        options = worker.options_from(args)
+        worker.connect(options)  # activate(), trying again after transient errors
+        code, outcome = worker.populate(tables, options)
         for table in tables:
             made, failed = outcome.counts.get(table.__name__, (0, 0))
             print(f"{table.__name__}: {made} made, {failed} failed")

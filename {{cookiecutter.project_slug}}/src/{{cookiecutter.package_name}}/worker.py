@@ -247,6 +247,19 @@ def reconnect(connection: dj.Connection) -> None:
     connection.connection_id = connection.adapter.get_connection_id(connection._conn)
 
 
+def reconnect_all(tables: list[type[dj.Table]], options: Options) -> None:
+    """New sessions for the tables, trying again after transient errors as for a key."""
+    for attempt in range(1, options.retries + 2):
+        try:
+            for connection in _connections(tables):
+                reconnect(connection)
+            return
+        except Exception as error:
+            if not is_transient(error) or attempt > options.retries:
+                raise
+            time.sleep(Populator(options).backoff(attempt))
+
+
 def pending_keys(table: dj.Table, priority: int | None) -> list[dict]:
     """A round of pending keys, most urgent first, shuffled within each priority.
 
@@ -645,8 +658,7 @@ def _run_child(
     code = 1
     try:
         _stop_with_parent(parent)
-        for connection in _connections(tables):
-            reconnect(connection)
+        reconnect_all(tables, options)
         code, outcome = populate(tables, options, loop, after_pass)
         os.write(report, json.dumps(outcome.counts).encode())
     except BaseException as error:  # noqa: BLE001 -- the child must reach os._exit
@@ -701,26 +713,28 @@ def populate_in_children(
         children[pid] = read
     codes: dict[int, int] = {}
     outcome = Outcome()
-    forwarded = released = False
+    released = False
+    passed_on = 0.0  # when a stop was last passed on: again every STOP_WITHIN seconds, for
+    # a signal that reaches a child as it is forked is lost (Python resets them there)
     while len(codes) < len(children):
-        if stop_requested() and not forwarded:
-            _signal_children(children, codes, _stop_signal or signal.SIGTERM)
-            forwarded = True
-        for pid in list(children):
-            if pid in codes:
-                continue
-            done, status = os.waitpid(pid, os.WNOHANG)
+        stop = _stop_signal if stop_requested() else None
+        if stop is None and released and loop is not None:
+            stop = signal.SIGTERM  # a looping worker lost a process: all stop, exit 1
+        if stop is not None and time.monotonic() - passed_on > STOP_WITHIN:
+            for pid in set(children) - set(codes):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, stop)
+            passed_on = time.monotonic()
+        for pid, read in children.items():
+            done, status = (0, 0) if pid in codes else os.waitpid(pid, os.WNOHANG)
             if not done:
                 continue
             codes[pid] = os.waitstatus_to_exitcode(status)
-            _add_counts(outcome, children[pid])
+            _add_counts(outcome, read)
             if codes[pid] < 0:  # killed: its reservations are nobody's now
                 log.error("worker process %d died of %s", pid, signal.Signals(-codes[pid]).name)
                 _release_child(tables, options, pid)
                 released = True
-                if loop is not None and not forwarded:
-                    _signal_children(children, codes, signal.SIGTERM)
-                    forwarded = True
         time.sleep(0.02)
     for connection in connections:
         with contextlib.suppress(Exception):  # as the caller left it, when the server answers
@@ -728,13 +742,6 @@ def populate_in_children(
     if stop_requested():
         return stopped_exit_code(), outcome
     return (1 if released or any(codes.values()) else 0), outcome
-
-
-def _signal_children(children: dict[int, int], codes: dict[int, int], signum: int) -> None:
-    for pid in children:
-        if pid not in codes:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
 
 
 def _add_counts(outcome: Outcome, read: int) -> None:
@@ -750,11 +757,9 @@ def _add_counts(outcome: Outcome, read: int) -> None:
 
 def _release_child(tables: list[type[dj.Table]], options: Options, pid: int) -> None:
     """Re-queue the reservations of a child that was killed, retrying transient errors."""
-    populator = Populator(options)
     for attempt in range(1, options.retries + 2):
         try:
-            for connection in _connections(tables):
-                reconnect(connection)
+            reconnect_all(tables, options)
             released = sum(release_mine(table(), pid) for table in tables)
             log.warning("re-queued %d key(s) reserved by worker process %d", released, pid)
             return
@@ -762,10 +767,37 @@ def _release_child(tables: list[type[dj.Table]], options: Options, pid: int) -> 
             if not is_transient(error) or attempt > options.retries:
                 log.error("could not re-queue the keys of worker process %d: %s", pid, error)
                 return
-            time.sleep(populator.backoff(attempt))
+            time.sleep(Populator(options).backoff(attempt))
+
+
+def connect(options: Options, tables: Sequence[type[dj.Table]] = ()) -> list[type[dj.Table]]:
+    """activate() the schemas; returns those of `tables` not declared. Transient errors (a
+    server restarting, a session lost as it opened) are tried again as for a key."""
+    attempt = 0
+    while True:
+        try:
+            activate()
+            return [table for table in tables if not table().is_declared]
+        except Exception as error:
+            attempt += 1
+            if not is_transient(error) or attempt > options.retries or stop_requested():
+                raise
+            populator = Populator(options)
+            delay = populator.backoff(attempt)
+            log.warning("%s: %s; connecting again in %.1f s", type(error).__name__, error, delay)
+            populator.pause(delay)
 
 
 def main(argv: list[str] | None = None) -> int:
+    with stop_handlers():  # first of all: a stop at any moment exits 128 + N
+        code = work(argv)
+    if code in (0, 1):
+        log.info("worker finished: %s", "errors were met" if code else "no errors")
+    return code
+
+
+def work(argv: list[str] | None) -> int:
+    """The worker's program, with the stop handlers in place."""
     datajoint_logs_to_stderr()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -777,30 +809,32 @@ def main(argv: list[str] | None = None) -> int:
         settings = alerts.configured_settings() if args.alerts else None
     except ValueError as error:  # AlertError is a ValueError too
         parser.error(str(error))
-    with stop_handlers():
-        activate()
-        operations.announce(writes=True)  # the schema set it works on, production said so
-        missing = [table for table in tables if not table().is_declared]
-        if missing:  # production mode (DJ_CREATE_TABLES=false) declares nothing
-            names = ", ".join(f"{schema_of(t)}.{t.__name__}" for t in missing)
-            log.error("not declared: %s; run `python -m %s declare` first", names, __package__)
-            return 2
-        health.start_heartbeat()  # for container health checks, when WORKER_HEARTBEAT_FILE is set
-        log.info("worker started: %s", ", ".join(f"{schema_of(t)}.{t.__name__}" for t in tables))
-        after_pass = None
-        if settings is not None:
+    options = options_from(args)
+    try:
+        missing = connect(options, tables)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        log.error("database unavailable, giving up: %s: %s", type(error).__name__, error)
+        return exit_code(1)
+    operations.announce(writes=True)  # the schema set it works on, production said so
+    if missing:  # production mode (DJ_CREATE_TABLES=false) declares nothing
+        names = ", ".join(f"{schema_of(t)}.{t.__name__}" for t in missing)
+        log.error("not declared: %s; run `python -m %s declare` first", names, __package__)
+        return 2
+    health.start_heartbeat()  # for container health checks, when WORKER_HEARTBEAT_FILE is set
+    log.info("worker started: %s", ", ".join(f"{schema_of(t)}.{t.__name__}" for t in tables))
+    after_pass = None
+    if settings is not None:
 
-            def after_pass() -> None:
-                try:
-                    alerts.check(settings)
-                except alerts.AlertError as error:
-                    log.warning("%s", error)
+        def after_pass() -> None:
+            try:
+                alerts.check(settings)
+            except alerts.AlertError as error:
+                log.warning("%s", error)
 
-        code, _ = populate(tables, options_from(args), loop=args.loop, after_pass=after_pass)
-        code = exit_code(code)
-    if code in (0, 1):
-        log.info("worker finished: %s", "errors were met" if code else "no errors")
-    return code
+    code, _ = populate(tables, options, loop=args.loop, after_pass=after_pass)
+    return exit_code(code)
 
 
 if __name__ == "__main__":
