@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import clean_environment
+from test_deploy import COMPOSE
 
 PACKAGE = "alerted"
 
@@ -136,3 +138,30 @@ def test_compose_monitoring_profile_wires_the_same_files(project):
     assert "--open-metrics" in command
     (manager,) = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert manager.split(":")[0] == "alertmanager"
+
+
+@pytest.mark.parametrize("version", COMPOSE)
+def test_compose_accepts_the_monitoring_profile(project, version):
+    env_file = project / "docker" / ".env"
+    shutil.copy(project / "docker" / ".env.example", env_file)
+    try:
+        result = subprocess.run(
+            [
+                COMPOSE[version](),
+                "-f",
+                "docker/docker-compose.yaml",
+                "--profile",
+                "monitoring",
+                "config",
+            ],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=clean_environment(),
+        )
+    finally:
+        env_file.unlink()
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"dashboard", "prometheus", "alertmanager", "worker"} <= set(services)
