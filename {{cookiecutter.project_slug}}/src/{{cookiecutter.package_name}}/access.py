@@ -481,12 +481,35 @@ def mysql_installer(connection: dj.Connection) -> str | None:
     return f"{', '.join(missing)} ON *.* WITH GRANT OPTION" if missing else None
 
 
+def mysql_check_register(connection: dj.Connection, name: str) -> None:
+    """Refuse to install where an account other than an admin may write the register.
+
+    Whoever could change the list of the project's accounts and databases (a wildcard grant
+    such as ``lab\\_%``.* covers ``lab_..._access``) would steer the procedures, which run
+    with the server administrator's rights.
+    """
+    others = ("Select_priv", "Execute_priv", "User", "Host", "Db")
+    query = "SELECT * FROM mysql.db WHERE %s LIKE Db"
+    for row in connection.query(query, args=(name,), as_dict=True):
+        writes = any(value == "Y" for column, value in row.items() if column not in others)
+        if row["Db"] != mysql_pattern(name) or writes:
+            raise ValueError(
+                f"{row['User']}@{row['Host']} holds privileges on {name} (through {row['Db']}): "
+                "it could rewrite the register of the access procedures; narrow that grant "
+                "or choose another prefix"
+            )
+    query = "SELECT User, Host FROM mysql.tables_priv WHERE Db = %s"
+    for user, host in _rows(connection, query, name):
+        raise ValueError(f"{user}@{host} holds privileges on tables of {name}: revoke them first")
+
+
 def mysql_install(
     connection: dj.Connection, prefix: str, desired: dict[str, Grant]
 ) -> list[Statement]:
     """Statements that (re)install the access procedures of `prefix`, if they changed."""
     escape = _cursor(connection).connection.escape
     name = access_schema(prefix)
+    mysql_check_register(connection, name)
     quoted = "`" + name.replace("`", "``") + "`"
     everything = ",".join(MYSQL_PRIVILEGES.values())
     allowed = {pattern: everything for pattern in desired}
