@@ -1,7 +1,13 @@
-"""The command line: names, login and argument errors (no database needed)."""
+"""The command line: names, login, argument errors, and a database that cannot be used."""
 
+import os
+import secrets
+import socket
 import stat
+import subprocess
+import sys
 
+import datajoint as dj
 import pytest
 
 from {{ cookiecutter.package_name }} import DEVELOPMENT_PREFIX, PREFIX_VARIABLE
@@ -92,3 +98,85 @@ def test_unknown_table_is_refused(capsys):
 def test_unknown_command_is_a_usage_error():
     with pytest.raises(SystemExit, match="2"):
         cli.main(["frobnicate"])
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run(argv, **settings):
+    """A command in its own process, with only `settings` for DataJoint (no DJ_* inherited)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DJ_")}
+    return subprocess.run(
+        [sys.executable, "-m", *argv],
+        env=env | settings,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_one_line(done, *words):
+    """Exit 2, and one `error:` line holding every word (nothing else but the line
+    that names the schema set)."""
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("schemas: ")]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    assert all(word in lines[0] for word in words), lines[0]
+
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+COMMANDS = {
+    "status": [PACKAGE, "status"],
+    "declare": [PACKAGE, "declare"],
+    "jobs": [PACKAGE, "jobs"],
+    "watch": [PACKAGE, "watch", "--once"],
+    "worker": [f"{PACKAGE}.worker"],
+}
+
+
+@pytest.mark.parametrize("command", ["status", "declare", "jobs", "watch"])
+def test_a_database_where_nothing_listens_is_one_line(command):
+    """(The worker tries a connection that is refused again for a while: a server that is
+    restarting; see its own tests.)"""
+    port = free_port()  # closed again: nothing listens there
+    done = run(
+        COMMANDS[command],
+        DJ_HOST="127.0.0.1",
+        DJ_PORT=str(port),
+        DJ_USER="lab",
+        DJ_PASS="secret",
+        ALERTS_URLS=f"json://127.0.0.1:{free_port()}/",  # watch gets as far as the database
+    )
+    assert_one_line(done, f"127.0.0.1:{port}", "lab", "refused")
+    assert "secret" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "worker"])
+def test_the_servers_refusal_is_one_line_in_its_own_words(database, command):
+    """A user the server does not know: refused by MariaDB, PostgreSQL and the embedded one."""
+    config = dj.config.database
+    user = f"nobody_{secrets.token_hex(3)}"
+    settings = {
+        "DJ_HOST": str(config.host),
+        "DJ_PORT": str(config.port),
+        "DJ_BACKEND": str(config.backend),
+        "DJ_USER": user,
+        "DJ_PASS": "not-the-password",
+    }
+    if config.name:
+        settings["DJ_DATABASE_NAME"] = config.name
+    done = run(COMMANDS[command], **settings)
+    assert_one_line(done, f"{config.host}:{config.port}", user)
+    reason = done.stderr.rpartition(f"as {user}: ")[2]
+    assert any(word in reason for word in ("Access denied", "does not exist", "password")), reason
+
+
+@pytest.mark.parametrize("command", ["status", "serve"])
+def test_nothing_configured_names_dev_db_and_login(project_dir, command):
+    done = run([PACKAGE, command])
+    assert_one_line(done, f"python -m {PACKAGE} dev-db start", f"python -m {PACKAGE} login")
