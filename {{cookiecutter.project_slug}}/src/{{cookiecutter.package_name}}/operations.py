@@ -222,6 +222,9 @@ def confirm(question: str) -> str:
 
 def overlaps_production(prefix: str) -> bool:
     """Whether schemas under prefix could be production schemas."""
+    if not PRODUCTION_PREFIX:  # production schemas are named plainly: each module's name
+        names = [short_name(module) for module in MODULES] + ["_versions"]
+        return not prefix or any(name.startswith(prefix) for name in names)
     return prefix.startswith(PRODUCTION_PREFIX) or PRODUCTION_PREFIX.startswith(prefix)
 
 
