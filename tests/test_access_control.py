@@ -540,6 +540,16 @@ def test_the_admin_manages_the_projects_accounts_and_nothing_else(
         session.run(["-c", SETUP, "bare"], superuser)
         session.run(["-c", SETUP, "bare"], {**superuser, "ACL_SCHEMA_PREFIX": other})
         session.grant(admin, "admin", superuser)
+        # What former versions gave an admin: the server administrator's next grant takes it.
+        if backend == "postgresql":
+            run(backend, f"ALTER ROLE {admin} CREATEROLE")
+            run(backend, f"GRANT {prefix}viewer TO {prefix}admin WITH ADMIN OPTION")
+        else:
+            for what, on in [("ALL PRIVILEGES", f"`tko\\_{tag}\\_subject`.*"),
+                             ("CREATE USER", "*.*"), ("SELECT", "mysql.db"),
+                             ("SELECT (User, Host)", "mysql.global_priv")]:  # fmt: skip
+                run(backend, f"GRANT {what} ON {on} TO '{admin}'@'%' WITH GRANT OPTION")
+        session.grant(admin, "admin", superuser)
         session.grant(shared, "viewer", superuser)
         if backend == "postgresql":
             run(backend, f"CREATE ROLE {victim} LOGIN CREATEROLE CREATEDB PASSWORD 'v'")

@@ -295,8 +295,8 @@ ADMIN_ACCESS = frozenset({"SELECT", "EXECUTE"})
 #: What former versions gave admins, server-wide: taken away when a superuser grants again.
 FORMER_ADMIN_TOOLS = (
     "REVOKE CREATE USER, GRANT OPTION ON *.* FROM {}",
-    "REVOKE SELECT ON `mysql`.`db` FROM {}",
-    "REVOKE SELECT (`User`, `Host`) ON `mysql`.`global_priv` FROM {}",
+    "REVOKE SELECT, GRANT OPTION ON `mysql`.`db` FROM {}",
+    "REVOKE SELECT (`User`, `Host`), GRANT OPTION ON `mysql`.`global_priv` FROM {}",
 )
 
 Grant = tuple[frozenset[str], bool]  # privileges on one database, and GRANT OPTION
