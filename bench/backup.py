@@ -7,10 +7,11 @@ Renders a project (or uses an installed one: --project, --python, --package), fi
 starter pipeline with its sample data and stored objects, and adds a table of `--rows` rows of
 about 4 kB each under a second prefix. Then:
 
-- kills (SIGKILL) `python -m <package> backup` at a moment drawn uniformly from the time a
-  whole backup takes, `--trials` times, and counts the folders left behind (the final one or
-  the hidden partial one) that restore's checks accept: the goal is 0. Backups that finished
-  before the kill are counted apart, and must all be accepted.
+- kills (SIGKILL) `python -m <package> backup` at a moment drawn uniformly from the time it
+  writes (from its hidden partial folder to its manifest), `--trials` times, and counts the
+  folders left behind (the final one or the hidden partial one) that restore's checks
+  accept: the goal is 0. Backups that finished before the kill are counted apart, and must
+  all be accepted.
 - restores a small and a large backup and compares the peak memory of the two restores
   (the python process's maximum resident size): the goal is a ratio near 1 while the dumps'
   sizes differ many times, as restore streams the dumps.
@@ -37,6 +38,7 @@ from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 PACKAGE = "benchbackup"
+MANIFEST = "manifest.json"
 SERVERS = {
     "mysql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "3306", "DJ_USER": "root", "DJ_PASS": ""},
     "postgresql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "5432", "DJ_USER": "postgres", "DJ_PASS": ""},
@@ -69,6 +71,7 @@ for start in range(0, rows, 500):
     )
 """
 
+# Restore's checks on each folder: its refusal, or what the accepted archive holds.
 CHECK = """
 import json, sys
 from pathlib import Path
@@ -77,11 +80,13 @@ from {package} import backup
 verdicts = {{}}
 for folder in sys.argv[1:]:
     try:
-        backup.check(Path(folder))
+        manifest, _ = backup.check(Path(folder))
     except (backup.BackupError, OSError) as error:
         verdicts[folder] = str(error)
     else:
-        verdicts[folder] = None
+        # pg_dump writes a random key in each dump: its files are compared by name
+        verdicts[folder] = {{"rows": sorted(manifest["rows"].items()), "dumps": sorted(manifest["dumps"]),
+                            "objects": sorted(manifest["objects"].items())}}
 print(json.dumps(verdicts))
 """
 
@@ -156,23 +161,39 @@ def size(folder: Path) -> int:
     return sum(path.stat().st_size for path in (folder / "dump").iterdir())
 
 
+def started_writing(folder: Path, process: subprocess.Popen) -> bool:
+    """Wait until the backup's hidden partial folder appears; False if it ended first."""
+    while not any(folder.parent.glob(f".{folder.name}.partial-*")):
+        if process.poll() is not None:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 def kill_trials(project: Project, prefix: str, work: Path, trials: int) -> None:
-    """SIGKILL backups at random moments; count the leftovers restore's checks accept."""
+    """SIGKILL backups at random moments while they write; count the leftovers restore's
+    checks accept."""
+    (work / "trials").mkdir()
+    reference = work / "trials" / "reference"  # uninterrupted: what a complete one holds
+    process = subprocess.Popen(project.backup_command(reference), cwd=project.root,
+                               env=project.environment(prefix))  # fmt: skip
+    assert started_writing(reference, process)
     started = time.monotonic()
-    subprocess.run(project.backup_command(work / "timing"), cwd=project.root,
-                   env=project.environment(prefix), check=True, capture_output=True)  # fmt: skip
-    whole = time.monotonic() - started
+    while not (reference / MANIFEST).exists() and process.poll() is None:
+        time.sleep(0.001)
+    window = time.monotonic() - started  # from the partial folder to the manifest
+    assert process.wait() == 0
     rng = random.Random(int.from_bytes(secrets.token_bytes(4), "big"))
     finished, killed = [], []
     for trial in range(trials):
         folder = work / "trials" / f"t{trial}"
-        folder.parent.mkdir(exist_ok=True)
         process = subprocess.Popen(
             project.backup_command(folder), cwd=project.root, env=project.environment(prefix),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            process.wait(timeout=rng.uniform(0, whole))
+            if started_writing(folder, process):
+                process.wait(timeout=rng.uniform(0, window * 1.1))
             finished.append(folder)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
@@ -182,23 +203,27 @@ def kill_trials(project: Project, prefix: str, work: Path, trials: int) -> None:
         path for path in (work / "trials").iterdir()
         if path.name.startswith(".") or path in killed
     ]  # fmt: skip
-    verdicts = json.loads(
-        project.code(prefix, CHECK, *map(str, leftovers), *map(str, finished))
-        .strip()
-        .splitlines()[-1]
-    )
-    accepted = [path for path in leftovers if verdicts[str(path)] is None]
-    complete = [path for path in finished if verdicts[str(path)] is None]
-    print(f"a whole backup takes {whole:.2f} s; {trials} trials, each killed at a random moment")
-    print(f"  finished before the kill: {len(finished)}, of which accepted: {len(complete)}")
+    output = project.code(prefix, CHECK, str(reference), *map(str, [*leftovers, *finished]))
+    verdicts = json.loads(output.strip().splitlines()[-1])
+    whole = verdicts[str(reference)]
+    accepted = [path for path in leftovers if not isinstance(verdicts[str(path)], str)]
+    incomplete = [path for path in accepted if verdicts[str(path)] != whole]
+    print(f"a backup writes for {window:.2f} s (partial folder to manifest); {trials} trials, "
+          "each killed (SIGKILL) at a random moment of it or a little after")  # fmt: skip
     print(f"  killed: {len(killed)}; folders left behind: {len(leftovers)} "
           f"(hidden partial ones: {sum(p.name.startswith('.') for p in leftovers)})")  # fmt: skip
-    print(f"  leftovers accepted by restore: {len(accepted)}  (goal: 0)")
-    for path in accepted:
-        print(f"    ACCEPTED: {path}")
-    if len(complete) != len(finished):
-        print("  MISS: a finished backup was refused:",
-              [verdicts[str(p)] for p in finished if verdicts[str(p)]][:1])  # fmt: skip
+    print(
+        f"  accepted by restore's checks: {len(accepted)} (complete backups killed as they "
+        "exited: the same rows, dumps and objects as an uninterrupted one)"
+    )
+    print(f"  incomplete archives accepted by restore: {len(incomplete)}  (goal: 0)")
+    for path in incomplete:
+        print(f"    ACCEPTED: {path}: {verdicts[str(path)]}")
+    refused = [verdicts[str(path)] for path in finished if verdicts[str(path)] != whole]
+    print(
+        f"  finished before the kill: {len(finished)}, complete and accepted: "
+        f"{len(finished) - len(refused)}{'  MISS: ' + str(refused[0]) if refused else ''}"
+    )
 
 
 def memory(project: Project, small: str, large: str, work: Path, tag: str) -> list[str]:
@@ -211,11 +236,13 @@ def memory(project: Project, small: str, large: str, work: Path, tag: str) -> li
         restored.append(into)
         peaks[name] = project.restore_peak(prefix, folder, into)
         sizes[name] = size(folder)
+    grown = (peaks["large"] - peaks["small"]) / 1024
     print(f"restore peak memory: small dump {sizes['small'] / 1e6:.1f} MB -> "
           f"{peaks['small'] / 1024:.0f} MB, large dump {sizes['large'] / 1e6:.1f} MB -> "
           f"{peaks['large'] / 1024:.0f} MB")  # fmt: skip
     print(f"  dump size ratio {sizes['large'] / sizes['small']:.1f}x, "
-          f"peak memory ratio {peaks['large'] / peaks['small']:.2f}x  (goal: near 1)")  # fmt: skip
+          f"peak memory ratio {peaks['large'] / peaks['small']:.2f}x, {grown:+.0f} MB "
+          "(goal: near 1, growth far below the dump's size)")  # fmt: skip
     return restored
 
 

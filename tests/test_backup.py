@@ -131,6 +131,12 @@ def read(schema, table, decoded):
         return full, sorted(connection.query(f"SELECT * FROM {{full}}").fetchall(), key=repr)
     free = dj.FreeTable(connection, full)
     attributes = free.heading.attributes
+    if adapter.backend == "postgresql":  # DataJoint 2.3.5 cannot decode an in-table <attach>
+        # there (psycopg2's memoryview has no .index()); its bytes are compared raw above
+        inline = [n for n, a in attributes.items()
+                  if getattr(a.codec, "name", "") == "attach" and a.store is None]
+        free = free.proj(*[n for n in free.heading.secondary_attributes if n not in inline])
+        attributes = free.heading.attributes
     rows = [{{k: canon(v, attributes[k]) for k, v in row.items()}} for row in free.to_dicts()]
     return full, sorted(rows, key=repr)
 
@@ -467,5 +473,5 @@ def test_killed_backups_never_leave_an_archive_restore_accepts(project, lab_acco
         env=env, capture_output=True, text=True, check=False, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "accepted by restore: 0" in result.stdout, result.stdout
+    assert "incomplete archives accepted by restore: 0" in result.stdout, result.stdout
     assert "peak memory" in result.stdout

@@ -312,6 +312,8 @@ class Dump:
 
             def counted() -> Iterator[bytes]:
                 for self.number, line in enumerate(stream, 1):
+                    if not line.endswith(b"\n"):
+                        raise BackupError("the dump ends inside a line (truncated?)")
                     yield line
 
             read = self.mysql if self.backend == "mysql" else self.postgres
