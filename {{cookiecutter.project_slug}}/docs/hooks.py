@@ -50,6 +50,6 @@ def on_files(files, config):
 def on_page_markdown(markdown, page, config, files):
     if TABLE_DIAGRAM not in markdown:
         return markdown
-    from {{ cookiecutter.package_name }}.diagram import pipeline_tables
+    from {{ cookiecutter.package_name }}.diagram import pipeline_markdown
 
-    return markdown.replace(TABLE_DIAGRAM, f"```mermaid\n{pipeline_tables()}\n```")
+    return markdown.replace(TABLE_DIAGRAM, pipeline_markdown())
