@@ -616,7 +616,7 @@ def mysql_plan(
 
     if role is not None and not exists:
         statements.append(Statement(create.sql, True, (drop,), close=create.close))
-    if role is not None and not registered:  # made before the register existed
+    if role is not None and not registered:  # made by hand, or before the register existed
         forget = f"DELETE FROM {quoted}.accounts WHERE name = {literal}"
         register = f"INSERT INTO {quoted}.accounts VALUES ({literal})"
         statements.append(Statement(register, undo=(forget,)))
@@ -857,11 +857,11 @@ def postgres_plan(
     # Default privileges on what a user of each role declares later, as format() templates.
     defaults: dict[str, list[str]] = {}
     for name, spec in policy["roles"].items():
-        found_defaults = defaults.setdefault(groups[name], [])
+        role_defaults = defaults.setdefault(groups[name], [])
         if spec.get("manage"):  # what an admin declares is readable by the roles that read it
             for other, group in groups.items():
                 for schema, tables in table_grants[other].items():
-                    found_defaults.append(
+                    role_defaults.append(
                         template(
                             "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT "
                             + tables
@@ -873,7 +873,7 @@ def postgres_plan(
         if spec.get("develop"):  # a shared development set: what one developer declares, all use
             for other, group in groups.items():
                 if policy["roles"][other].get("develop") or policy["roles"][other].get("manage"):
-                    found_defaults += [
+                    role_defaults += [
                         template(
                             "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT USAGE, CREATE ON SCHEMAS TO {}",
                             group,
