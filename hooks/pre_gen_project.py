@@ -140,8 +140,8 @@ DATAJOINT_IMPORTS = frozenset(
 )
 # Characters that break the one-line files answers are written to, or read as other text.
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-# Letters and symbols that show nothing: Unicode's default-ignorable code points of those
-# categories (Hangul fillers, variation selectors ...) and the blank braille pattern.
+# Letters and symbols that show nothing: the Hangul fillers (default-ignorable code points)
+# and the blank braille pattern. Other invisible characters are spaces, marks or formats.
 BLANK_GRAPHICS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 # Reserved words: MySQL 8 with MariaDB's, and PostgreSQL's (as listed by SQLAlchemy).
@@ -855,7 +855,7 @@ def schema_length(name: str, context: dict) -> str:
         if before >= TEST_PREFIX_ROOM
         else f"the tests' {TEST_PREFIX_ROOM}-character prefixes"
     )
-    return f"{name!r} counts {counted}, {max(room, 0)} at most fit after {after} on {backend}"
+    return f"{name!r} counts {counted}, {room} at most fit after {after} on {backend}"
 
 
 SCHEMA_NAME_RULES = {
