@@ -124,3 +124,11 @@ def test_dependabot_updates_every_pinned_thing_of_a_render(rendered):
     assert {service["image"] for service in ci_servers.values()} == {
         image for found in images(workflows(rendered)["generated"]).values() for image in found
     }
+
+
+def test_dependabot_updates_the_template_workflow():
+    """The trigger of test_the_generated_workflow_follows_the_template_workflow."""
+    config = load(TEMPLATE / ".github" / "dependabot.yml")
+    assert {"package-ecosystem": "github-actions", "directory": "/"}.items() <= next(
+        entry for entry in config["updates"] if entry["package-ecosystem"] == "github-actions"
+    ).items()
