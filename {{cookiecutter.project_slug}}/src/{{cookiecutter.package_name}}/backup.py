@@ -1,7 +1,8 @@
 """Backups: one consistent dump of the pipeline's schemas, and a copy of their stored objects.
 
-`backup(folder)` writes a hidden sibling folder, renames it to `folder` once complete, and
-writes the manifest last (so a folder without one is no backup):
+`backup(folder)` writes into a hidden sibling folder (`.<name>.partial-<random>`), renames it
+to `folder` once complete, and writes the manifest last, so a folder without one is no
+backup (a killed backup leaves such a folder, or a partial one: delete them):
 
     folder/dump/<schema>.sql  MariaDB/MySQL: one mysqldump --single-transaction snapshot,
                               split per schema, without CREATE DATABASE or USE
@@ -9,20 +10,25 @@ writes the manifest last (so a folder without one is no backup):
     folder/objects/<store>/<_hash|_schema>/<schema>/...   the objects filed under them
     folder/manifest.json      prefix, schemas, backend, row counts, sha256 of every file
 
-Files are private (0600, folders 0700). `restore(folder, prefix)` first checks everything
-and changes nothing when it refuses: the manifest's keys and member paths (relative, no
-`..`), every checksum, and every statement of the dumps against an allowlist of what our
-dumps contain (tables, rows, keys and comments in the backed-up schemas; no DROP, USE, GRANT
-or psql command, no schema outside the backup). It then loads the dumps under `prefix`
-streaming them line by line as bytes: only identifiers are renamed (the schema of
-`CREATE SCHEMA`, of qualified names and of foreign keys), never a value. The object paths
-DataJoint records for `<blob@store>`, `<attach@store>`, `<hash@store>` and `object@store`
-columns, and its `~lineage` rows, are addresses rather than data: they are moved to the new
-schema names, and the objects are copied there, so the two sets never share an object. Row
-counts are compared with the manifest. A restore that fails on the way drops the schemas and
-removes the objects it created. The clients (`mysqldump`/`mysql`, `pg_dump`/`psql`) must be
-on PATH; the embedded PostgreSQL's own are used for it. Passwords reach them through a
-private option file or the environment, never the command line.
+Files are private (0600, folders 0700). `restore(folder, prefix)` first checks everything,
+and changes nothing when it refuses: the manifest's keys and member paths (relative, inside
+the folder), every checksum, and every statement of the dumps against an allowlist of what
+our dumps hold (settings, tables, rows, keys and comments in the backed-up schemas; no DROP,
+USE, GRANT, client command, or schema outside the backup). It then loads the dumps under
+`prefix` -- any prefix holding none of the schemas, the backup's own included -- streaming
+them line by line as bytes; only identifiers are renamed (the schema of `CREATE SCHEMA`, of
+qualified names and foreign keys), never a value. The object paths DataJoint records in
+`<blob@store>`, `<attach@store>`, `<hash@store>` and `object@store` columns, and its
+`~lineage` rows, are addresses rather than data: they are moved to the new schema names and
+the objects copied there, so two restored sets never share an object (and DataJoint's
+garbage collection of one cannot break the other). Row counts are compared with the
+manifest. A restore that fails on the way drops the schemas and removes the objects it
+created; PostgreSQL loads in one transaction. Objects filed outside `<root>/<schema>/` (a
+store's partition_pattern) and `<filepath@store>` files are not backed up.
+
+The clients (`mysqldump`/`mysql`, `pg_dump`/`psql`) must be on PATH; the embedded
+PostgreSQL's own are used for it. Passwords reach them through a private option file or the
+environment, never the command line.
 """
 
 from __future__ import annotations
@@ -253,6 +259,10 @@ MY_VARIABLES = {
 MY_ASSIGNMENT = re.compile(
     rb"(?:(@[A-Za-z_]+)|([A-Za-z_]+))(?: *= *(?:@@?[A-Za-z_]+|'[^'\\\\]*'|[A-Za-z0-9_]+)| [A-Za-z0-9_]+)"
 )
+#: A line of a CREATE TABLE: a column, a key or a constraint (never a client command).
+MY_COLUMN = re.compile(
+    rb"  (?:N |PRIMARY KEY |UNIQUE KEY |KEY |FULLTEXT KEY |SPATIAL KEY |CONSTRAINT |CHECK )[^;]*\n"
+)
 MY_TABLE_END = re.compile(rb"\)(?: (?:DEFAULT )?[A-Z_]+=(?:[A-Za-z0-9_]+|S))*;\n")
 SANDBOX = b"/*M!999999\\- enable the sandbox mode */ \n"  # MariaDB's: no shell commands
 PG_SETTINGS = {
@@ -262,23 +272,29 @@ PG_SETTINGS = {
     b"default_tablespace", b"default_table_access_method",
 }  # fmt: skip
 PG_SET = re.compile(rb"SET ([a-z_]+) = (S|[A-Za-z0-9_]+);\n")
-PG_STATEMENTS = [
-    PG_SET,
-    *(
-        re.compile(pattern)
-        for pattern in (
-            rb"CREATE TABLE Q \(\n",
-            rb"CREATE TYPE Q AS ENUM \(\n",
-            rb"CREATE SEQUENCE Q\n",
-            rb"ALTER SEQUENCE Q OWNED BY Q;\n",
-            rb"ALTER TABLE (?:ONLY )?Q(?:\n| ALTER COLUMN .*;\n)",
-            rb"CREATE (?:UNIQUE )?INDEX \S+ ON (?:ONLY )?Q USING .*;\n",
-            rb"COMMENT ON (?:TABLE|COLUMN|TYPE|SEQUENCE|INDEX) Q IS S;\n",
-            rb"COMMENT ON CONSTRAINT \S+ ON Q IS S;\n",
-            rb"COPY Q \(.*\) FROM stdin;\n",
-        )
-    ),
-]
+_PG_NAME = rb"(?:N|[a-z_][a-z0-9_$]*)"
+_PG_SEQUENCE_OPTION = (
+    rb"(?:AS [a-z]+|START WITH -?[0-9]+|INCREMENT BY -?[0-9]+|NO MINVALUE|NO MAXVALUE"
+    rb"|MINVALUE -?[0-9]+|MAXVALUE -?[0-9]+|CACHE [0-9]+|NO CYCLE|CYCLE)"
+)
+#: The statements of pg_dump's output we run (as shapes: see Dump.names), and for those
+#: that go on over more lines, what those lines may be.
+PG_STATEMENTS = {
+    re.compile(head): re.compile(rest) if rest else None
+    for head, rest in (
+        (rb"CREATE TABLE Q \(\n", rb"    " + _PG_NAME + rb" [^;]*\n|\);\n"),
+        (rb"CREATE TYPE Q AS ENUM \(\n", rb"    S,?\n|\);\n"),
+        (rb"CREATE SEQUENCE Q\n", rb"    " + _PG_SEQUENCE_OPTION + rb";?\n"),
+        (rb"ALTER SEQUENCE Q OWNED BY Q;\n", None),
+        (rb"ALTER TABLE (?:ONLY )?Q\n",
+         rb"    ADD CONSTRAINT \S+ (?:PRIMARY KEY|UNIQUE|FOREIGN KEY|CHECK) [^;]*;\n"),
+        (rb"ALTER TABLE (?:ONLY )?Q ALTER COLUMN \S+ SET DEFAULT [^;]*;\n", None),
+        (rb"CREATE (?:UNIQUE )?INDEX \S+ ON (?:ONLY )?Q USING [^;]*;\n", None),
+        (rb"COMMENT ON (?:TABLE|COLUMN|TYPE|SEQUENCE|INDEX) Q IS S;\n", None),
+        (rb"COMMENT ON CONSTRAINT \S+ ON Q IS S;\n", None),
+        (rb"COPY Q \(" + _PG_NAME + rb"(?:, " + _PG_NAME + rb")*\) FROM stdin;\n", None),
+    )
+}  # fmt: skip
 PG_SCHEMA = re.compile(
     rb'(CREATE SCHEMA|COMMENT ON SCHEMA) ("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)((?: IS \'(?:[^\']|\'\')*\')?;\n)'
 )
@@ -408,7 +424,7 @@ class Dump:
                     if not MY_TABLE_END.fullmatch(shape):
                         raise self.refuse("table options that are not ours", line)
                     state = ""
-                elif b";" in shape or re.search(rb"(?<!REFERENCES )Q", shape):
+                elif not MY_COLUMN.fullmatch(shape) or re.search(rb"(?<!REFERENCES )Q", shape):
                     raise self.refuse("a column or key that is not ours", line)
                 yield renamed
                 continue
@@ -450,6 +466,7 @@ class Dump:
     def postgres(self, lines: Iterator[bytes]) -> Iterator[bytes]:
         """pg_dump's plain format: settings, schemas, tables, COPY data, keys, comments."""
         state, table = "", ""
+        continued: re.Pattern[bytes] | None = None
         for line in lines:
             if state == "copy":  # table data: passed as they are, never SQL
                 if line == b"\\.\n":
@@ -460,9 +477,11 @@ class Dump:
                     self.rows[table] += 1
                 yield line
                 continue
-            if state == "statement":
+            if continued:  # a statement over more lines
                 shape, renamed = self.names(line, PG_TOKEN, b'"')
-                state = "" if shape.endswith(b";\n") else state
+                if not continued.fullmatch(shape):
+                    raise self.refuse("a line that does not belong to its statement", line)
+                continued = None if shape.endswith(b";\n") else continued
                 yield renamed
                 continue
             if not line.strip() or line.startswith(b"--"):
@@ -484,28 +503,25 @@ class Dump:
                 yield b"SELECT pg_catalog.setval(%s%s" % (self.regclass(setval[1], line), setval[2])
                 continue
             shape, renamed = self.names(line, PG_TOKEN, b'"')
-            kind = next((p for p in PG_STATEMENTS if p.fullmatch(shape)), None)
+            setting = PG_SET.fullmatch(shape)
+            if setting:
+                if setting[1] not in PG_SETTINGS or (
+                    setting[1] == b"standard_conforming_strings" and setting[2] != b"on"
+                ):
+                    raise self.refuse("a setting that is not ours", line)
+                yield line
+                continue
+            kind = next((head for head in PG_STATEMENTS if head.fullmatch(shape)), None)
             if kind is None:
                 raise self.refuse("a statement of a kind our dumps do not hold", line)
-            setting = PG_SET.fullmatch(shape)
-            if (
-                kind is PG_SET
-                and setting
-                and (
-                    setting[1] not in PG_SETTINGS
-                    or (setting[1] == b"standard_conforming_strings" and setting[2] != b"on")
-                )
-            ):
-                raise self.refuse("a setting that is not ours", line)
             if shape.startswith((b"CREATE TABLE", b"COPY")) and self.named:
                 table = ".".join(self.named)
                 self.rows.setdefault(table, 0)
             if shape.startswith(b"COPY"):
                 state = "copy"
-            elif not shape.endswith(b";\n"):
-                state = "statement"
+            continued = PG_STATEMENTS[kind]
             yield renamed
-        if state:
+        if state or continued:
             raise BackupError("the dump ends inside a statement or its data (truncated?)")
 
 
@@ -907,13 +923,8 @@ def restore(folder: Path, prefix: str) -> dict[str, Any]:
         else:
             created = new  # one transaction: all of them or none
             with server.arguments("psql") as (command, environment):
-                command += [
-                    "--no-psqlrc",
-                    "--quiet",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "--single-transaction",
-                ]
+                command += ["--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1"]
+                command += ["--single-transaction", "--file=-"]  # the stream, as one transaction
                 feed(command, environment, dumps[0].lines())
         move_addresses(connection, mapping, object_roots())
         for copy in objects:
