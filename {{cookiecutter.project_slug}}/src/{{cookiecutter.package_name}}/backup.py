@@ -627,6 +627,11 @@ def object_roots() -> list[str]:
     )
 
 
+def filed(root: str, schema: str) -> str:
+    """The folder of a store where DataJoint files a schema's objects, e.g. `_hash/<schema>/`."""
+    return f"{root}/{schema}/" if root else f"{schema}/"
+
+
 def move_addresses(connection, mapping: dict[str, str], roots: list[str]) -> None:
     """Point the restored rows' object paths and lineage at the new schema names.
 
@@ -664,7 +669,7 @@ def move_addresses(connection, mapping: dict[str, str], roots: list[str]) -> Non
                     set_schema = f"jsonb_set({column}::jsonb, ARRAY['schema'], to_jsonb(%s::text))"
                 for old, renamed in moves:
                     for root in roots:
-                        before, after = f"{root}/{old}/", f"{root}/{renamed}/"
+                        before, after = filed(root, old), filed(root, renamed)
                         connection.query(
                             f"UPDATE {full} SET {column} = {set_path} WHERE LEFT({path}, %s) = %s",
                             args=(after, len(before) + 1, len(before), before),
@@ -692,7 +697,7 @@ def copy_objects_out(schemas: list[str], folder: Path) -> dict[str, str]:
     for store, backend in store_backends().items():
         for root in roots:
             for schema in schemas:
-                prefix = f"{root}/{schema}"
+                prefix = filed(root, schema).rstrip("/")
                 for key in backend.get_fsmap(prefix):
                     relative = f"{store}/{prefix}/{key}"
                     local = folder.joinpath(*relative.split("/"))
@@ -724,7 +729,7 @@ def plan_objects(
         if store not in backends:
             raise BackupError(f"store {store!r} of the backup is not configured here")
         where = next(
-            ((root, old) for root in roots for old in mapping if path.startswith(f"{root}/{old}/")),
+            ((root, old) for root in roots for old in mapping if path.startswith(filed(root, old))),
             None,
         )
         if where is None:
@@ -732,7 +737,7 @@ def plan_objects(
         root, old = where
         if sha256(local) != checksum:
             raise BackupError(f"object {relative} does not match its checksum in the manifest")
-        target = f"{root}/{mapping[old]}/{path[len(root) + len(old) + 2 :]}"
+        target = filed(root, mapping[old]) + path.removeprefix(filed(root, old))
         backend = backends[store]
         if backend.exists(target):
             with tempfile.TemporaryDirectory() as scratch:
