@@ -533,7 +533,9 @@ def prepare(work: Path) -> tuple[Path, str]:
     )
     python = str(project / ".venv" / "bin" / "python")
     subprocess.run(
-        [uv, "pip", "install", "-q", "--python", python, "-e", ".[dev]"], cwd=project, check=True
+        [uv, "pip", "install", "-q", "--compile-bytecode", "--python", python, "-e", ".[dev]"],
+        cwd=project,
+        check=True,
     )
     add = [python, "-m", PACKAGE, "add-schema", "work", "--upstream", "subject"]
     subprocess.run(add, cwd=project, check=True, capture_output=True)

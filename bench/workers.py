@@ -90,7 +90,9 @@ def prepare(work: Path, backend: str) -> tuple[Path, str]:
     )
     python = str(project / ".venv" / "bin" / "python")
     subprocess.run(
-        [uv, "pip", "install", "-q", "--python", python, "-e", "."], cwd=project, check=True
+        [uv, "pip", "install", "-q", "--compile-bytecode", "--python", python, "-e", "."],
+        cwd=project,
+        check=True,
     )
     add = [python, "-m", PACKAGE, "add-schema", "slow", "--upstream", "subject"]
     subprocess.run(add, cwd=project, check=True, capture_output=True)

@@ -459,13 +459,23 @@ class Populator:
 
     def leftovers(self, tables: list[type[dj.Table]]) -> bool:
         """After a stop or an error: put back what is left; False if some could not be."""
-        try:
-            for table in tables:
-                self.settle(table())
-        except Exception as error:  # noqa: BLE001 -- whatever the database says, the exit is 1
-            log.error("could not re-queue this worker's keys: %s: %s", type(error).__name__, error)
-            return False
-        return True
+        tries = min(self.options.retries, 2) + 1  # a few: a stop is waiting
+        for attempt in range(1, tries + 1):
+            try:
+                for table in tables:
+                    self.settle(table())
+                return True
+            except Exception as error:  # noqa: BLE001 -- whatever the server says, the exit is 1
+                if not is_transient(error) or attempt == tries:
+                    log.error(
+                        "could not re-queue this worker's keys: %s: %s", type(error).__name__, error
+                    )
+                    return False
+                time.sleep(self.backoff(attempt))
+                with contextlib.suppress(Exception):  # else the next try meets the error
+                    for connection in _connections(tables):
+                        reconnect(connection)
+        return False
 
 
 def exit_code(code: int) -> int:
@@ -711,6 +721,7 @@ def populate_in_children(
             )
         os.close(write)
         children[pid] = read
+    health.start_heartbeat()  # when WORKER_HEARTBEAT_FILE is set: the parent's thread
     codes: dict[int, int] = {}
     outcome = Outcome()
     released = False
@@ -786,6 +797,8 @@ def connect(options: Options, tables: Sequence[type[dj.Table]] = ()) -> list[typ
             delay = populator.backoff(attempt)
             log.warning("%s: %s; connecting again in %.1f s", type(error).__name__, error, delay)
             populator.pause(delay)
+            with contextlib.suppress(Exception):  # else the next try meets the error
+                reconnect(dj.conn())  # the session activate() uses, when it was opened
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -822,7 +835,8 @@ def work(argv: list[str] | None) -> int:
         names = ", ".join(f"{schema_of(t)}.{t.__name__}" for t in missing)
         log.error("not declared: %s; run `python -m %s declare` first", names, __package__)
         return 2
-    health.start_heartbeat()  # for container health checks, when WORKER_HEARTBEAT_FILE is set
+    if options.processes == 1:  # else once the children are forked: no thread is forked
+        health.start_heartbeat()  # for container health checks (WORKER_HEARTBEAT_FILE)
     log.info("worker started: %s", ", ".join(f"{schema_of(t)}.{t.__name__}" for t in tables))
     after_pass = None
     if settings is not None:
