@@ -126,6 +126,10 @@ CHANGES = [
      "subject.Subject", "attribute responsible changed"),
     ("activity", "        -> imaging.Segmentation\n", "        -> imaging.Scan\n",
      "activity.ActivityOutput.CalciumTraces", "foreign key in code only"),
+    ("analysis", "min_rate = 0.0 : float64", "min_rate = 0.5 : float64",
+     "analysis.RateParams", "attribute min_rate changed"),
+    ("ephys", "recorded_at = CURRENT_TIMESTAMP : datetime", "recorded_at = null : datetime",
+     "ephys.EphysRecording", "attribute recorded_at changed"),
     ("analysis", "    rates : <blob>  # one value per unit or mask\n", "    rates : <blob@main>  # one value per unit or mask\n",
      "analysis.ActivitySummary", "attribute rates changed"),
 ]  # fmt: skip
@@ -135,6 +139,8 @@ SAME = [
     ("session", "session_quality = 1.0 : float32", "session_quality = 1 : float32"),
     ("subject", "    -> Subject\n    -> Allele\n", "    -> Allele\n    -> Subject\n"),  # key order
     ("imaging", "scanner = \"galvo-resonant\" : varchar(32)", "scanner = 'galvo-resonant' : varchar(32)"),
+    ("lab", "admin = 0 : bool", "admin = false : bool"),
+    ("ephys", "clustered_at = CURRENT_TIMESTAMP : datetime", "clustered_at = current_timestamp : datetime"),
 ]  # fmt: skip
 
 
