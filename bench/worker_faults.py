@@ -130,7 +130,8 @@ class Trials:
             )
         self.names = json.loads(self.in_child(self.declare))
         self.db = self.connect()
-        self.next_key = 1
+        top = self.sql(f"SELECT max(subject_id) FROM {self.names[0]}")[0][0]
+        self.next_key = (top or 0) + 1  # after keys an interrupted run left
         self.counts: Counter = Counter()
         self.failures: list[dict] = []
 
@@ -447,7 +448,8 @@ class Trials:
         twice = sum(1 for key in keys if ends[key] > 1)
         counts["made twice" if not cut else "re-made after a cut"] += twice
         for program in programs:
-            text = program["output"].read_text(errors="replace")
+            output = program["output"]  # none when a signal came before the child opened it
+            text = output.read_text(errors="replace") if output.exists() else ""
             tracebacks = text.count("Traceback (most recent call last)")
             counts["tracebacks"] += tracebacks
             if not self.expected_code(program, text):
@@ -501,7 +503,7 @@ class Trials:
             "backend": self.backend,
             "seconds": time.monotonic() - started,
             "counts": {name: self.counts[name] for name in COUNTS},
-            "failures": self.failures[:5],
+            "failures": self.failures[:10],
         }
 
 

@@ -57,7 +57,7 @@ import datajoint as dj
 from datajoint import autopopulate
 from tqdm import tqdm
 
-from . import activate, alerts, auto_tables, health, operations
+from . import MODULES, activate, alerts, auto_tables, health, operations
 from .utils import datajoint_logs_to_stderr
 
 log = logging.getLogger(__name__)
@@ -242,9 +242,14 @@ def release_mine(table: dj.Table, pid: int | None = None) -> int:
 
 
 def reconnect(connection: dj.Connection) -> None:
-    """A new session (DataJoint records its id with each reservation it makes)."""
+    """A new session (DataJoint records its id with each reservation it makes).
+
+    A transaction the old session had open is no more: DataJoint must know, or it
+    refuses to populate ("Populate cannot be called during a transaction").
+    """
     connection.connect()
     connection.connection_id = connection.adapter.get_connection_id(connection._conn)
+    connection.cancel_transaction()
 
 
 def reconnect_all(tables: list[type[dj.Table]], options: Options) -> None:
@@ -799,6 +804,8 @@ def connect(options: Options, tables: Sequence[type[dj.Table]] = ()) -> list[typ
             populator.pause(delay)
             with contextlib.suppress(Exception):  # else the next try meets the error
                 reconnect(dj.conn())  # the session activate() uses, when it was opened
+            for module in MODULES:  # DataJoint's activate() skips a schema it began with
+                module.schema.database = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -828,7 +835,8 @@ def work(argv: list[str] | None) -> int:
     except Exception as error:
         if not is_transient(error):
             raise
-        log.error("database unavailable, giving up: %s: %s", type(error).__name__, error)
+        if not stop_requested():
+            log.error("database unavailable, giving up: %s: %s", type(error).__name__, error)
         return exit_code(1)
     operations.announce(writes=True)  # the schema set it works on, production said so
     if missing:  # production mode (DJ_CREATE_TABLES=false) declares nothing
