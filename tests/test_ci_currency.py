@@ -112,14 +112,16 @@ def test_database_images_are_current_and_pinned(rendered):
 
 def test_dependabot_updates_every_pinned_thing_of_a_render(rendered):
     config = load(rendered / ".github" / "dependabot.yml")
-    ecosystems = {
-        entry["package-ecosystem"]: entry.get("directories", [entry.get("directory")])
-        for entry in config["updates"]
+    ecosystems: dict[str, set[str]] = {}
+    for entry in config["updates"]:
+        directories = entry.get("directories", [entry.get("directory")])
+        ecosystems.setdefault(entry["package-ecosystem"], set()).update(directories)
+    assert ecosystems == {
+        "github-actions": {"/"},
+        "pip": {"/"},  # the dependencies, and the pre-commit hooks' tools (dev extra)
+        "docker": {"/docker"},
+        "docker-compose": {"/docker", "/.github"},  # the deployment's and the CI's servers
     }
-    assert ecosystems["github-actions"] == ["/"]
-    assert ecosystems["pip"] == ["/"]  # the dependencies and the hooks' tools (dev extra)
-    assert ecosystems["docker"] == ["/docker"]
-    assert set(ecosystems["docker-compose"]) == {"/docker", "/.github"}
     ci_servers = load(rendered / ".github" / "docker-compose.ci.yaml")["services"]
     assert {service["image"] for service in ci_servers.values()} == {
         image for found in images(workflows(rendered)["generated"]).values() for image in found
