@@ -7,6 +7,11 @@ back from the database (``Table.describe()``) the same way -- exactly what
 default, nullability, comment), primary key, foreign keys, indexes and the table
 comment. Tables missing on either side are reported too. Nothing is written: the
 modules are bound with ``activate(create=False)``.
+
+What DataJoint treats as the same is not reported: the order of the primary key's
+columns, each server's spelling of a default (``1`` and ``1.0``, ``0`` and ``'false'`` for a
+``bool``, ``CURRENT_TIMESTAMP``), and the index every server keeps on a foreign key.
+PostgreSQL's indexes are read from its catalogue, as DataJoint 2.3.5 reads none back there.
 """
 
 from __future__ import annotations
@@ -53,8 +58,9 @@ CAST = re.compile(r"\"?'(?P<value>(?:[^']|'')*)'::[^']+?\"?")
 # core type) and its default: PostgreSQL reads `admin = 0 : bool` back as 'false'.
 BOOLEAN = re.compile(r" boolean |COMMENT [\"']:bool:")
 BOOLEAN_DEFAULT = re.compile(r"DEFAULT (?P<value>'[^']*'|\S+)", re.IGNORECASE)
-TRUTH = {"0": "false", "0.0": "false", "false": "false", "f": "false",
-         "1": "true", "1.0": "true", "true": "true", "t": "true"}  # fmt: skip
+TRUTH = dict.fromkeys(("0", "0.0", "false", "f"), "false") | dict.fromkeys(
+    ("1", "1.0", "true", "t"), "true"
+)
 
 
 def normalized(sql: str) -> str:
@@ -93,20 +99,17 @@ def columns(text: str) -> tuple[str, ...]:
     return tuple(name.strip().strip('`"') for name in text.split(","))
 
 
-def index_set(indexes: list[str] | set[Index], foreign_keys: list[str]) -> set[Index]:
-    """(unique, columns) of each index that is declared, not implied by a foreign key.
+def parsed_indexes(indexes: list[str]) -> set[Index]:
+    """(unique, columns) of each index as DataJoint compiles it."""
+    matches = (INDEX.fullmatch(sql.strip()) for sql in indexes)
+    return {(bool(match["unique"]), columns(match["columns"])) for match in matches if match}
 
-    Every server indexes a foreign key's columns (MySQL by itself, DataJoint explicitly on
-    PostgreSQL), and whether a definition says so too is not a difference.
-    """
-    found = {
-        (bool(match["unique"]), columns(match["columns"]))
-        for match in (INDEX.fullmatch(sql.strip()) for sql in indexes if isinstance(sql, str))
-        if match
-    } | {index for index in indexes if isinstance(index, tuple)}
-    implied = {(False, columns(match["columns"])) for sql in foreign_keys
-               if (match := FOREIGN_KEY.search(sql))}  # fmt: skip
-    return found - implied
+
+def declared_indexes(indexes: set[Index], foreign_keys: list[str]) -> set[Index]:
+    """The indexes a definition declares: every server also indexes each foreign key's
+    columns (MySQL by itself, DataJoint explicitly on PostgreSQL), which is no difference."""
+    matches = (FOREIGN_KEY.search(sql) for sql in foreign_keys)
+    return indexes - {(False, columns(match["columns"])) for match in matches if match}
 
 
 def postgres_indexes(table: type[dj.Table]) -> set[Index]:
@@ -201,11 +204,10 @@ def table_drift(table: type[dj.Table]) -> TableDrift:
     for sql in foreign_keys_:
         if sql not in foreign_keys:
             drift.problems.append(f"foreign key in the database only: {sql}")
-    if table.connection.adapter.backend == "postgresql":
-        read_back: list[str] | set[Index] = postgres_indexes(table)
-    else:
-        read_back = indexes_
-    ours, theirs = index_set(indexes, foreign_keys), index_set(read_back, foreign_keys_)
+    postgres = table.connection.adapter.backend == "postgresql"
+    read_back = postgres_indexes(table) if postgres else parsed_indexes(indexes_)
+    ours = declared_indexes(parsed_indexes(indexes), foreign_keys)
+    theirs = declared_indexes(read_back, foreign_keys_)
     drift.problems += [f"index in code only: {index_sql(i)}" for i in sorted(ours - theirs)]
     drift.problems += [f"index in the database only: {index_sql(i)}" for i in sorted(theirs - ours)]
     if comment != comment_:
