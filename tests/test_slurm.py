@@ -175,7 +175,7 @@ def slurm(
 
 
 @pytest.fixture(scope="module")
-def lab(cookies_session, project_env, mariadb_lab, cluster, tmp_path_factory):
+def lab(cluster, cookies_session, project_env, mariadb_lab, tmp_path_factory):
     """A render whose production prefix is the lab member's, declared, with KEYS subjects."""
     production = f"{mariadb_lab.prefix}slurm_"
     result = cookies_session.bake(
