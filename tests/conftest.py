@@ -264,6 +264,16 @@ def run_project_tests(
     )
 
 
+def unexpected_skips(result: subprocess.CompletedProcess) -> list[str]:
+    """The skip lines of a generated suite's run, but for the one a lab member's account
+    is expected to cause: test_access cannot create database users without the right."""
+    return [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("SKIPPED") and not ("test_access.py" in line and "lacks" in line)
+    ]
+
+
 def package_of(project: Path) -> str:
     """The package name of a generated project (its one folder under src/)."""
     (package,) = [path.name for path in (project / "src").iterdir() if path.is_dir()

@@ -23,6 +23,7 @@ from conftest import (
     package_of,
     run_project_tests,
     scram_psql,
+    unexpected_skips,
 )
 
 pytestmark = pytest.mark.slow
@@ -109,8 +110,7 @@ def test_generated_suite_passes(installed_projects, project_env, lab_accounts, s
     result = run_project_tests(project_env, project, settings)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
-    if spec != "single":  # a lone schema keeps nothing in the store, so that test skips
-        assert "skipped" not in result.stdout, result.stdout[-3000:]
+    assert not unexpected_skips(result), result.stdout[-3000:]
     assert leftover_schemas(account, database) == before
 
 
