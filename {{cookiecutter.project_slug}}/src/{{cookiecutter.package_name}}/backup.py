@@ -576,6 +576,9 @@ def dump(server: Server, schemas: list[str], folder: Path) -> list[Path]:
         command += ["--skip-disable-keys", "--skip-add-drop-table", "--skip-comments"]
         command += ["--skip-triggers", "--no-tablespaces", "--hex-blob", "--no-create-db"]
         command += ["--default-character-set=utf8mb4", "--databases", *schemas]
+        version = subprocess.run([command[0], "--version"], capture_output=True, check=False)
+        if b"MariaDB" not in version.stdout:  # MySQL's: no GTID statements for the server
+            command.insert(-len(schemas) - 1, "--set-gtid-purged=OFF")
         with tempfile.TemporaryFile() as errors:
             process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE,
                                        stderr=errors)  # fmt: skip
