@@ -198,7 +198,6 @@ class Lab:
     def __init__(self, project, account, prefix: str):
         venv, self.root = project
         self.python = str(venv / "bin" / "python")
-        self.account = account
         self.env = clean_environment(**account.env, BKUP_SCHEMA_PREFIX=prefix)
 
     def run(self, *args: str, check: bool = True, stdin: str | None = None):
@@ -228,7 +227,6 @@ def filled(request, project, lab_accounts):
     tag = secrets.token_hex(2)
     old, new = f"{account.prefix}bk{tag}_", f"{account.prefix}rs{tag}_"
     lab = Lab(project, account, old)
-    lab.backend = request.param
     try:
         lab.run("-c", FILL)
         lab.run("-c", EXTRAS)
@@ -238,11 +236,9 @@ def filled(request, project, lab_accounts):
 
 
 def private(folder: Path) -> bool:
-    """Every file 0600 and every folder 0700 under folder (itself included)."""
-    modes = [stat.S_IMODE(folder.stat().st_mode)]
-    modes += [stat.S_IMODE(p.stat().st_mode) | (0o100000 if p.is_file() else 0)
-              for p in folder.rglob("*")]  # fmt: skip
-    return all(mode in (0o700, 0o100600) for mode in modes)
+    """Every file under folder is 0600, and every folder (itself included) 0700."""
+    paths = [folder, *folder.rglob("*")]
+    return all(stat.S_IMODE(p.stat().st_mode) == (0o600 if p.is_file() else 0o700) for p in paths)
 
 
 def test_round_trip_brings_every_value_back(filled, tmp_path):

@@ -248,7 +248,7 @@ PG_TOKEN = re.compile(
     rb"""'(?:[^']|'')*'|"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*|\.|[^'"A-Za-z_.]+|['"]""", re.DOTALL
 )
 #: A value in mysqldump's INSERT rows once strings are replaced by S.
-VALUE = rb"(?:S|NULL|_binary S|b S|0x[0-9A-Fa-f]+|-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
+VALUE = rb"(?:S|NULL|_binary S|b ?S|0x[0-9A-Fa-f]+|-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
 ROWS = re.compile(rb"(?:\(" + VALUE + rb"(?:," + VALUE + rb")*\)(?:,|;(?=\n)))*\n")
 MY_INSERT = re.compile(rb"INSERT INTO (`(?:[^`]|``)+`) VALUES ?")
 MY_SET = re.compile(rb"/\*!\d{5} SET (.+) \*/;\n")
@@ -282,7 +282,8 @@ _PG_SEQUENCE_OPTION = (
 PG_STATEMENTS = {
     re.compile(head): re.compile(rest) if rest else None
     for head, rest in (
-        (rb"CREATE TABLE Q \(\n", rb"    " + _PG_NAME + rb" [^;]*\n|\);\n"),
+        (rb"CREATE TABLE Q \(\n",
+         rb"    (?:" + _PG_NAME + rb"|CONSTRAINT \S+ CHECK) [^;]*\n|\);\n"),
         (rb"CREATE TYPE Q AS ENUM \(\n", rb"    S,?\n|\);\n"),
         (rb"CREATE SEQUENCE Q\n", rb"    " + _PG_SEQUENCE_OPTION + rb";?\n"),
         (rb"ALTER SEQUENCE Q OWNED BY Q;\n", None),
