@@ -86,7 +86,10 @@ def populate(args: argparse.Namespace) -> int:
         return 2
     with worker.stop_handlers():
         options = worker.options_from(args)
-        worker.connect(options)  # activate(), trying again after transient errors
+        try:
+            worker.connect(options)  # activate(), trying again after transient errors
+        except worker.StopRequested:
+            return worker.stopped_exit_code()
         code, outcome = worker.populate(tables, options)
         for table in tables:
             made, failed = outcome.counts.get(table.__name__, (0, 0))

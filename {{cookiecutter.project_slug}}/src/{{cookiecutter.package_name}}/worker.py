@@ -788,7 +788,8 @@ def _release_child(tables: list[type[dj.Table]], options: Options, pid: int) -> 
 
 def connect(options: Options, tables: Sequence[type[dj.Table]] = ()) -> list[type[dj.Table]]:
     """activate() the schemas; returns those of `tables` not declared. Transient errors (a
-    server restarting, a session lost as it opened) are tried again as for a key."""
+    server restarting, a session lost as it opened) are tried again as for a key;
+    StopRequested when a stop came meanwhile."""
     attempt = 0
     while True:
         try:
@@ -796,7 +797,9 @@ def connect(options: Options, tables: Sequence[type[dj.Table]] = ()) -> list[typ
             return [table for table in tables if not table().is_declared]
         except Exception as error:
             attempt += 1
-            if not is_transient(error) or attempt > options.retries or stop_requested():
+            if is_transient(error) and stop_requested():
+                raise StopRequested("stopped while connecting") from error
+            if not is_transient(error) or attempt > options.retries:
                 raise
             populator = Populator(options)
             delay = populator.backoff(attempt)
@@ -832,11 +835,12 @@ def work(argv: list[str] | None) -> int:
     options = options_from(args)
     try:
         missing = connect(options, tables)
+    except StopRequested:
+        return stopped_exit_code()
     except Exception as error:
         if not is_transient(error):
             raise
-        if not stop_requested():
-            log.error("database unavailable, giving up: %s: %s", type(error).__name__, error)
+        log.error("database unavailable, giving up: %s: %s", type(error).__name__, error)
         return exit_code(1)
     operations.announce(writes=True)  # the schema set it works on, production said so
     if missing:  # production mode (DJ_CREATE_TABLES=false) declares nothing
