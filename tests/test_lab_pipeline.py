@@ -197,6 +197,38 @@ def test_check_reports_real_changes_and_nothing_else(lab_project, project_env, l
     assert reset.returncode == 0, reset.stdout + reset.stderr[-2000:]
 
 
+def test_check_finds_nothing_on_a_fresh_100_schema_declare(cookies_session, project_env,
+                                                           lab_accounts):  # fmt: skip
+    """The 100-schema render on PostgreSQL (its generated suite, check included, runs on
+    MariaDB in test_generated_project.py)."""
+    from test_generated_project import LARGE_SPEC
+
+    result = cookies_session.bake(
+        extra_context={"package_name": "bigcheck", "project_name": "Big", "schemas": LARGE_SPEC}
+    )
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    install(project_env, project)
+    account = lab_accounts["postgresql"]
+    prefix = f"{account.prefix}big{secrets.token_hex(2)}_"
+    env = clean_environment(**account.env, BIGCHECK_SCHEMA_PREFIX=prefix)
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(project_env / "bin" / "python"), "-m", "bigcheck", *args],
+                              cwd=project, env=env, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+
+    try:
+        declared = command("declare")
+        assert declared.returncode == 0, declared.stderr[-3000:]
+        checked = command("check")
+        assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
+        assert "match the code" in checked.stdout
+    finally:
+        reset = command("reset", "--yes")
+    assert reset.returncode == 0, reset.stderr[-2000:]
+
+
 # -- ruff and mypy ---------------------------------------------------------------------------------
 
 
