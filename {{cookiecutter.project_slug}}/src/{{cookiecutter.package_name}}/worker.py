@@ -27,7 +27,9 @@ slowest make()) re-queues reservations older than that, or until
 
 Transient database errors -- deadlock, lock wait timeout, lost connection -- are
 retried with exponential backoff (``--retries``, ``--backoff``): the key goes back to
-pending, scheduled after the delay, and the connection is re-established.
+pending, scheduled after the delay, and the connection is re-established. Before it
+leaves a table, and when it stops, the worker re-queues any reservation of its own
+that no key in progress explains, so no error strands a key.
 
 ``--processes N`` forks N children, each running this worker with a connection of its
 own; the parent only supervises. It forwards SIGTERM and SIGINT to them, and they stop
@@ -75,7 +77,8 @@ TRANSIENT_PG_CODES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P
 
 
 class StopRequested(Exception):
-    """Raised by check_stop() inside make(): the key is rolled back and re-queued."""
+    """Raised by check_stop() inside make() (the key is rolled back and re-queued), and
+    by connect() when a stop comes while it waits to connect again."""
 
 
 _stop_signal: int | None = None  # the first stop signal received
