@@ -166,7 +166,16 @@ autopopulate.signal = _KeepStopHandlers()  # type: ignore[assignment]
 
 
 def is_transient(error: BaseException) -> bool:
-    """Deadlock, lock wait timeout or lost connection: worth trying again after a pause."""
+    """Deadlock, lock wait timeout or lost connection: worth trying again after a pause.
+
+    So is an error raised while handling one: DataJoint's reconnection can fail that
+    way (a session lost during its first query gives an AttributeError).
+    """
+    cause = error.__cause__ or error.__context__
+    return _transient(error) or (cause is not None and is_transient(cause))
+
+
+def _transient(error: BaseException) -> bool:
     if isinstance(error, dj.errors.LostConnectionError):
         return True
     code = error.args[0] if error.args else None
