@@ -207,6 +207,7 @@ class Refresher:
         self._swap = threading.Lock()
         self._first = threading.Event()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def read(self) -> Snapshot:
@@ -256,7 +257,12 @@ class Refresher:
     def run(self) -> None:
         while not self._stop.is_set():
             self.read()
-            self._stop.wait(self.period)
+            self._wake.wait(self.period)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Read again now, not at the end of the period (after an action)."""
+        self._wake.set()
 
     def start(self) -> None:
         if self._thread is None:
@@ -265,6 +271,7 @@ class Refresher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def wait(self, timeout: float) -> bool:
         """Wait until the first reading has ended; False if it has not within `timeout`."""
@@ -772,7 +779,7 @@ def create_app(
             count = locked(retry_errors, table)
         except ValueError:
             return JSONResponse({"error": f"no auto-populated table {table!r}"}, status_code=404)
-        refresher.read()  # the page shows the change at once
+        refresher.wake()  # the page shows the change at the next reading, in a moment
         return JSONResponse({"table": table, "requeued": count})
 
     app = Starlette(
