@@ -269,9 +269,13 @@ class Refresher:
             self._thread = threading.Thread(target=self.run, name="dashboard-refresh", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop reading; wait up to `timeout` seconds for a reading under way to end, so
+        that nothing uses the database connection once the server has stopped."""
         self._stop.set()
         self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def wait(self, timeout: float) -> bool:
         """Wait until the first reading has ended; False if it has not within `timeout`."""
@@ -708,7 +712,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         refresher.start()
         yield
-        refresher.stop()
+        await run_in_threadpool(refresher.stop)
 
     def locked(function: Any, *args: Any) -> Any:
         with DATABASE_LOCK:
