@@ -177,32 +177,40 @@ class _NoFallbackNoise(logging.Filter):
 
 
 @contextlib.contextmanager
-def database_errors_reported() -> Iterator[None]:
-    """Around a command: a database that cannot be used ends it with one line on stderr
-    (`database_failure`) and exit status 2, not a traceback. Other errors pass through."""
+def _without_fallback_noise() -> Iterator[None]:
     quiet = _NoFallbackNoise()
     datajoint_log = logging.getLogger("datajoint")
     datajoint_log.addFilter(quiet)
     try:
         yield
-    except Exception as error:
-        problem = database_failure(error)
-        if problem is None:
-            raise
-        print(f"error: {problem}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
     finally:
         datajoint_log.removeFilter(quiet)
+
+
+@contextlib.contextmanager
+def database_errors_reported() -> Iterator[None]:
+    """Around a command: a database that cannot be used ends it with one line on stderr
+    (`database_failure`) and exit status 2, not a traceback. Other errors pass through."""
+    with _without_fallback_noise():
+        try:
+            yield
+        except Exception as error:
+            problem = database_failure(error)
+            if problem is None:
+                raise
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
 
 def database_problem() -> str | None:
     """Why the database does not answer, or None when it does."""
     import datajoint as dj
 
-    try:
-        dj.conn().query("SELECT 1").fetchall()
-    except Exception as error:  # noqa: BLE001  (each driver raises its own errors)
-        return database_failure(error) or f"database unreachable: {error}"
+    with _without_fallback_noise():
+        try:
+            dj.conn().query("SELECT 1").fetchall()
+        except Exception as error:  # noqa: BLE001  (each driver raises its own errors)
+            return database_failure(error) or f"database unreachable: {error}"
     return None
 
 
