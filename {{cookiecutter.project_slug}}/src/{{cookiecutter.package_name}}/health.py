@@ -210,7 +210,8 @@ def database_problem() -> str | None:
         try:
             dj.conn().query("SELECT 1").fetchall()
         except Exception as error:  # noqa: BLE001  (each driver raises its own errors)
-            return database_failure(error) or f"database unreachable: {error}"
+            problem = database_failure(error) or str(error)
+            return f"database unreachable: {problem.removeprefix('cannot use the database at ')}"
     return None
 
 
