@@ -424,7 +424,9 @@ def test_the_prometheus_rules_use_metrics_the_dashboard_exports(failing_table):
     _, fail = failing_table
     fail()  # a job error, and so a worker seen
     sock = dashboard.bind("127.0.0.1", 0)
-    server = dashboard.make_server(dashboard.create_app(), sock)
+    # One reading, at the start: the test shares its connection with the reader thread.
+    app = dashboard.create_app(refresher=dashboard.Refresher(period=3600))
+    server = dashboard.make_server(app, sock)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
