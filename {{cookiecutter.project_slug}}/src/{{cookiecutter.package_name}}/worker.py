@@ -74,6 +74,8 @@ TRANSIENT_MYSQL_CODES = {1205, 1213, 2006, 2013, 1927, 1053, 2003}
 # PostgreSQL SQLSTATEs: serialization failure, deadlock, lock not available, query
 # cancelled, admin shutdown / terminated, crash shutdown, cannot connect now, connection errors.
 TRANSIENT_PG_CODES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"}
+# What PostgreSQL says when it refuses a login (psycopg2 gives no SQLSTATE then).
+REFUSED_LOGIN = ("authentication failed", "does not exist", "pg_hba.conf", "not permitted")
 
 
 class StopRequested(Exception):
@@ -169,8 +171,11 @@ def is_transient(error: BaseException) -> bool:
     """Deadlock, lock wait timeout or lost connection: worth trying again after a pause.
 
     So is an error raised while handling one: DataJoint's reconnection can fail that
-    way (a session lost during its first query gives an AttributeError).
+    way (a session lost during its first query gives an AttributeError). A server that
+    refuses our login is not: psycopg2 gives that no SQLSTATE, the server's words tell.
     """
+    if any(words in str(error) for words in REFUSED_LOGIN):
+        return False
     cause = error.__cause__ or error.__context__
     return _transient(error) or (cause is not None and is_transient(cause))
 
@@ -824,7 +829,9 @@ def connect(options: Options, tables: Sequence[type[dj.Table]] = ()) -> list[typ
 
 
 def main(argv: list[str] | None = None) -> int:
-    with stop_handlers():  # first of all: a stop at any moment exits 128 + N
+    # First of all: a stop at any moment exits 128 + N. A database that refuses us, or
+    # stays unreachable, ends the worker with one line (and exit 2), not a traceback.
+    with stop_handlers(), health.database_errors_reported():
         code = work(argv)
     if code in (0, 1):
         log.info("worker finished: %s", "errors were met" if code else "no errors")
