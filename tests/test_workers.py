@@ -203,7 +203,7 @@ def test_after_sigkill_the_orphaned_key_is_released_and_completed(pipeline_env):
     assert (final["jobs"]["reserved"], final["jobs"]["error"]) == (0, 1)
 
 
-TRIALS = 12  # per backend: about 20 s each; the bench runs hundreds
+TRIALS = 20  # per backend: about 15 s each; the bench runs hundreds
 
 
 @pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
