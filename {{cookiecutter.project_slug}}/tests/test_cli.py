@@ -156,14 +156,7 @@ def test_a_database_where_nothing_listens_is_one_line(command):
     assert "secret" not in done.stderr
 
 
-WORKER_PENDING = pytest.mark.xfail(
-    reason="the worker: main() inside health.database_errors_reported(), and a refused login"
-    " not retried on PostgreSQL (psycopg2 gives it no pgcode)",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize("command", ["status", pytest.param("worker", marks=WORKER_PENDING)])
+@pytest.mark.parametrize("command", ["status", "worker"])
 def test_the_servers_refusal_is_one_line_in_its_own_words(database, command):
     """A user the server does not know: refused by MariaDB, PostgreSQL and the embedded one."""
     config = dj.config.database
