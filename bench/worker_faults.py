@@ -378,7 +378,7 @@ class Trials:
                 children = self.children_of(live[0]["pid"]) if live else []
                 if children:
                     os.kill(rng.choice(children), signal.SIGKILL)
-                    live[0]["killed child"] = cut = True
+                    live[0]["killed child"] = cut = True  # unless it had just exited
             else:
                 live = [p for p in programs if p["code"] is None and p["stop"] is None]
                 if live:
@@ -481,7 +481,9 @@ class Trials:
         """Stopped: 128 + the signal. Else 1 after a killed child, 0 otherwise. A program
         that had finished when the signal came may exit as it would have, or die of it."""
         code, stop = program["code"], program["stop"]
-        natural = 1 if program["killed child"] else 0
+        # A child SIGKILLed as it was exiting had made its keys: only a death its parent
+        # saw (and logged) must give exit 1.
+        natural = 1 if program["killed child"] and "died of SIGKILL" in text else 0
         finished = "worker finished" in text or "Work: " in text
         if stop is not None and not program["caught"]:  # not started yet (or just done)
             return code in (128 + stop, -stop) or (finished and code == natural)
