@@ -52,7 +52,7 @@ import datajoint as dj
 from datajoint.storage import get_storage_backend
 
 from . import __version__, operations, schema_names, schema_prefix
-from .utils import prepare_stores
+from .utils import prepare_stores, secret_value
 
 MANIFEST = "manifest.json"
 FORMAT = 2
@@ -79,15 +79,12 @@ class Server:
     @classmethod
     def from_config(cls) -> Server:
         database = dj.config.database
-        password = database.password
-        if password is not None and hasattr(password, "get_secret_value"):
-            password = password.get_secret_value()  # a SecretStr: str() would be asterisks
         return cls(
             backend=database.backend,
             host=str(database.host),
             port=int(database.port),
             user=str(database.user or ""),
-            password=str(password or ""),
+            password=secret_value(database.password),  # a SecretStr's str() is its mask
             database=str(getattr(database, "name", None) or "postgres"),
         )
 
