@@ -228,9 +228,7 @@ def test_a_slow_success_is_sent_once_when_two_processes_check(failing_table, rec
     """`watch` and a worker's --alerts share the state file: the second waits for the first,
     then finds the errors recorded."""
     _, fail = failing_table
-    config = write_project(
-        tmp_path, {"min_interval": 0}, {"alerts.urls": f"json://{receiver.address}/"}
-    )
+    write_project(tmp_path, {"min_interval": 0}, {"alerts.urls": f"json://{receiver.address}/"})
     receiver.answer = 3.0
     fail()
     # Two processes, as in production: each with its own connection and its own look at the

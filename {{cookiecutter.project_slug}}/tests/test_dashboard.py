@@ -189,7 +189,12 @@ def test_scrapes_and_page_views_send_no_query(serve, pipeline, monkeypatch):
     base = serve(refresher=refresher)
     sent = []
     query = dj.conn().query
-    monkeypatch.setattr(dj.conn(), "query", lambda *a, **k: sent.append(a) or query(*a, **k))
+
+    def counted(*args, **kwargs):
+        sent.append(args)
+        return query(*args, **kwargs)
+
+    monkeypatch.setattr(dj.conn(), "query", counted)
     for _ in range(10):
         for path in ("/metrics", "/api/status", "/api/workers", "/"):
             assert get(base + path)[0] == 200, path
@@ -328,6 +333,8 @@ class Switch:
     def __init__(self):
         config = dj.config.database
         self.unix = str(config.host).startswith("/")  # the embedded server's socket folder
+        self.target: str | tuple[str, int]
+        self.address: str | tuple[str, int]
         if self.unix:
             self.target = f"{config.host}/.s.PGSQL.{config.port}"
             self.folder = tempfile.mkdtemp(prefix="switch-")
@@ -347,7 +354,7 @@ class Switch:
 
     def on(self):
         self.listener = self.new_socket()
-        if self.unix:
+        if isinstance(self.address, str):  # a Unix socket's path
             Path(self.address).unlink(missing_ok=True)
         else:
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -65,7 +65,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 from . import (
     MODULES,
@@ -819,7 +819,8 @@ class TimelyH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        receiving = self.cycle is None or self.cycle.response_complete
+        cycle: RequestResponseCycle | None = self.cycle  # None between requests
+        receiving = cycle is None or cycle.response_complete
         if not receiving or self.conn.their_state is h11.DONE:
             self.disarm()  # the whole request is in: the answer may take its time
 
