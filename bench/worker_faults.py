@@ -501,11 +501,14 @@ class Trials:
         finally:
             self.db.close()
             self.in_child(self.drop)
+        if not self.failures:  # else the programs' output stays, for a look
+            shutil.rmtree(self.output, ignore_errors=True)
         return {
             "backend": self.backend,
             "seconds": time.monotonic() - started,
             "counts": {name: self.counts[name] for name in COUNTS},
             "failures": self.failures[:10],
+            "outputs": str(self.output) if self.failures else None,
         }
 
 
