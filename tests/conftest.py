@@ -93,7 +93,8 @@ def mariadb_lab():
     yield Credentials(env=env, prefix=f"{user}_", admin_env=dict(BACKENDS["mariadb"]))
     names = mariadb_root(f"SELECT schema_name FROM information_schema.schemata "
                          f"WHERE schema_name LIKE '{user}\\_%'").split()  # fmt: skip
-    mariadb_root("".join(f"DROP DATABASE `{name}`;" for name in names) + f"DROP USER '{user}'@'%';")
+    drops = "".join(f"DROP DATABASE `{name}`;" for name in names)  # in any order: no FK checks
+    mariadb_root(f"SET FOREIGN_KEY_CHECKS=0;{drops}DROP USER '{user}'@'%';")
 
 
 def free_port() -> int:

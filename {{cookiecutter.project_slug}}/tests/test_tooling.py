@@ -48,10 +48,10 @@ def test_hooks_install_the_versions_pyproject_asks_for():
     assert {req.name for _, req in shared} >= {"ruff", "mypy", "codespell"}
     for hook, requirement in shared:
         expected = requirements[requirement.name]
-        assert (requirement.specifier, requirement.marker) == (
-            expected.specifier,
-            expected.marker,
-        ), f"hook {hook}: {requirement} differs from pyproject.toml's {expected}"
+        # The versions agree; pyproject.toml may leave a tool out on older Pythons.
+        assert requirement.specifier == expected.specifier, (
+            f"hook {hook}: {requirement} differs from pyproject.toml's {expected}"
+        )
 
 
 def test_every_version_a_hook_pins_is_one_dependabot_updates():

@@ -33,7 +33,6 @@ environment, never the command line.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -42,6 +41,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -801,7 +801,7 @@ def backup(folder: Path, prefix: str | None = None) -> dict[str, Any]:
             raise
         manifest = {
             "format": FORMAT,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
             "package_version": __version__,
             "datajoint_version": dj.__version__,
             "backend": server.backend,
