@@ -13,6 +13,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,7 +118,12 @@ def test_generated_suite_passes(installed_projects, project_env, lab_accounts, s
 def test_uv_run_in_a_generated_project(cookies):
     """`uv run` creates the project's own environment and runs its suite, on the embedded
     database as on a laptop with nothing configured."""
-    project = Path(cookies.bake().project_path)
+    # Outside pytest's temporary root, which every pytest session that starts makes private
+    # again: the embedded server runs as its own user and loads plpgsql from this venv.
+    outside = Path(tempfile.mkdtemp(prefix="dj-template-uv-run-"))
+    project = outside / "my-pipeline"
+    shutil.copytree(cookies.bake().project_path, project)
+    outside.chmod(0o755)
     result = subprocess.run(
         [
             shutil.which("uv"),
@@ -136,6 +142,7 @@ def test_uv_run_in_a_generated_project(cookies):
         check=False,
         text=True,
     )
+    shutil.rmtree(outside, ignore_errors=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
