@@ -189,7 +189,9 @@ def test_hooks_use_the_dev_extras_versions_and_install_from_pypi(renders):
             for dependency in map(Requirement, hook.get("additional_dependencies", [])):
                 assert str(dependency.specifier), f"{hook['id']}: {dependency} is not pinned"
                 if dependency.name in requirements:
-                    assert dependency == requirements[dependency.name], hook["id"]
+                    # The same version (the dev extra may leave a tool out on older Pythons).
+                    expected = requirements[dependency.name]
+                    assert dependency.specifier == expected.specifier, hook["id"]
                     pinned[dependency.name] = dependency
         for name in ("ruff", "mypy", "codespell"):
             assert str(pinned[name].specifier).startswith("=="), name
