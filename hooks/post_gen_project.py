@@ -2,8 +2,8 @@
 
 Cookiecutter renders this script with Jinja before running it, in the new
 project's directory; only RENDERED_CONTEXT is filled in that way. The module
-writer is the generated package's own scaffold.py, so a project can add
-schemas later with the same code that wrote its first ones.
+writer is the toolkit's scaffold.py, so a project can add schemas later with
+the same code that wrote its first ones.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def load_scaffold(package: str):
     No .pyc is written: a fresh project holds no build output.
     """
     sys.dont_write_bytecode = True
-    path = Path("src", package, "scaffold.py")
+    path = Path("src", package, "toolkit", "scaffold.py")
     spec = importlib.util.spec_from_file_location("scaffold", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -40,6 +40,9 @@ def write_schema_modules(context: dict) -> None:
         package,
         plan,
         blob=context["__blob"],
+        name=context["project_name"],
+        production_prefix=context["schema_prefix"],
+        settings_prefix=context["__prefix_variable"].removesuffix("_SCHEMA_PREFIX"),
     )
 
 

@@ -273,15 +273,11 @@ def names_in(tree: ast.AST) -> set[str]:
 
 
 def load_template_scaffold(scaffold: Path) -> types.ModuleType:
-    """The template's scaffold.py as a module.
-
-    The template's copy is wrapped in Jinja's raw tags, which cookiecutter and copier
-    render away (spelt in pieces here: this hook is rendered too).
-    """
-    source = scaffold.read_text(encoding="utf-8").removeprefix("{" + "% raw %" + "}")
+    """The template's scaffold.py (plain Python, in the toolkit) as a module."""
+    source = scaffold.read_text(encoding="utf-8")
     module = types.ModuleType("template_scaffold")
     sys.modules[module.__name__] = module  # dataclasses look their module up there
-    code = compile(source.removesuffix("{" + "% endraw %" + "}"), str(scaffold), "exec")
+    code = compile(source, str(scaffold), "exec")
     exec(code, vars(module))  # noqa: S102 - the template's own module writer
     return module
 
@@ -295,8 +291,19 @@ def probe_scaffold(scaffold: Path) -> tuple[set[str], set[str]]:
         root = Path(folder)
         (root / "src" / "zzpkg").mkdir(parents=True)
         (root / "tests").mkdir()
-        module.write_pipeline(root, "zzpkg", PROBE_PLAN, blob="<blob@main>")
-        written = {path.stem for path in (root / "src" / "zzpkg").rglob("*.py")} - probe
+        module.write_pipeline(
+            root,
+            "zzpkg",
+            PROBE_PLAN,
+            blob="<blob@main>",
+            name="zz",
+            production_prefix="zz_",
+            settings_prefix="ZZPKG",
+        )
+        written = {path.stem for path in (root / "src" / "zzpkg").glob("*.py")} - probe
+        written |= {path.stem for path in (root / "tests").glob("*.py")} - {
+            f"test_{name}" for name in probe
+        }
         code = set()
         for path in root.rglob("*.py"):
             code |= names_in(ast.parse(path.read_text(encoding="utf-8")))
@@ -340,7 +347,7 @@ def template_names(template: Path | None) -> TemplateNames:
         return TemplateNames()
     project = next(template.glob("*cookiecutter.project_slug*"))
     package = next(path for path in (project / "src").iterdir() if path.is_dir())
-    written, code = probe_scaffold(package / "scaffold.py")
+    written, code = probe_scaffold(package / "toolkit" / "scaffold.py")
     sources = [path.read_text(encoding="utf-8") for path in project.rglob("*.py")]
     test_modules = {
         match[1]
@@ -348,9 +355,9 @@ def template_names(template: Path | None) -> TemplateNames:
         if (match := re.search(r"(\w+)\.py\b", path.name))
     }
     return TemplateNames(
-        # The package's modules and subpackages, the pipeline's own modules among them.
+        # The package's modules and folders (the toolkit) besides the schema modules.
         modules=frozenset(
-            {path.stem for path in package.rglob("*.py") if path.stem != "__init__"}
+            {path.stem for path in package.glob("*.py") if path.stem != "__init__"}
             | {path.name for path in package.iterdir() if path.is_dir()}
             | written
         ),

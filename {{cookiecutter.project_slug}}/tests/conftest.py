@@ -1,7 +1,7 @@
 """A database for every test run, and the pipeline filled with sample data.
 
 This file comes from the project template and works for any pipeline: the sample
-data it enters are the lab's, in src/{{ cookiecutter.package_name }}/pipeline/sample_data.py.
+data it enters are the lab's, in tests/sample_data.py.
 
 The tests use the database server your DataJoint settings point at when they
 name a user (DJ_USER, .secrets/database.user or datajoint.json). With no user
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import datajoint as dj
 import pytest
+from sample_data import SAMPLE_DATA
 
-import {{ cookiecutter.package_name }} as package
-from {{ cookiecutter.package_name }} import devdb, promotion
+from {{ cookiecutter.package_name }} import pipeline as lab_pipeline
+from {{ cookiecutter.package_name }}.toolkit import devdb, promotion
 
 
 def pytest_addoption(parser):
@@ -98,23 +99,24 @@ def object_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pipeline(database, object_store):
     """Every schema declared under a throwaway prefix, sample data entered, all populated."""
-    prefix = package.throwaway_prefix()
+    prefix = lab_pipeline.throwaway_prefix()
     # Everything in this run, the worker and the command line included, uses the prefix.
-    previous_prefix = os.environ.get(package.PREFIX_VARIABLE)
-    os.environ[package.PREFIX_VARIABLE] = prefix
-    package.activate(connection=database)
+    variable = lab_pipeline.prefix_variable
+    previous_prefix = os.environ.get(variable)
+    os.environ[variable] = prefix
+    lab_pipeline.activate(connection=database)
     try:
-        package.insert_sample_data()  # pass by pass, populating after each
-        yield package
+        lab_pipeline.insert_sample_data(SAMPLE_DATA)  # pass by pass, populating after each
+        yield lab_pipeline
     finally:
-        for module in reversed(package.MODULES):
+        for module in reversed(lab_pipeline.modules):
             module.schema.drop(prompt=False)
         if promotion.versions_schema.is_activated():
             promotion.versions_schema.drop(prompt=False)
         if previous_prefix is None:
-            del os.environ[package.PREFIX_VARIABLE]
+            del os.environ[variable]
         else:
-            os.environ[package.PREFIX_VARIABLE] = previous_prefix
+            os.environ[variable] = previous_prefix
 
 
 @pytest.fixture

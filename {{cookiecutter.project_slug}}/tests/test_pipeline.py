@@ -9,24 +9,21 @@ from pathlib import Path
 import datajoint as dj
 import pytest
 
-from {{ cookiecutter.package_name }} import (
-    PIPELINE,
-    SCHEMA_VERSIONS,
-    scaffold,
-    schema_names,
-    tables,
-    with_parts,
-)
+from {{ cookiecutter.package_name }} import SCHEMA_VERSIONS
+from {{ cookiecutter.package_name }} import pipeline as lab_pipeline
+from {{ cookiecutter.package_name }}.toolkit import scaffold, short_name, tables, with_parts
+
+PIPELINE = lab_pipeline.graph  # each schema's upstream schemas, from the modules' imports
 
 PROJECT = Path(__file__).parents[1]
 
 
 def test_every_schema_declares_upstream_first(pipeline):
-    names = [pipeline.short_name(module) for module in pipeline.MODULES]
+    names = [short_name(module) for module in pipeline.modules]
     for position, name in enumerate(names):
         late = [parent for parent in PIPELINE[name] if parent not in names[:position]]
         assert not late, f"MODULES lists {name} before its upstream {', '.join(late)}"
-    for module in pipeline.MODULES:
+    for module in pipeline.modules:
         assert module.schema.exists
         assert module.schema.list_tables()
 
@@ -53,17 +50,13 @@ def depends_on(table) -> set[str]:
 def foreign_key_schemas(module, *, through_others: bool = False) -> set[str]:
     """Schemas (short names) the tables of a module point to with foreign keys, directly or
     (through_others) through the tables of other schemas as well."""
-    prefix = {name: short for short, name in schema_names().items()}
+    prefix = {name: short for short, name in lab_pipeline.schema_names().items()}
     pointed = set()
     for table in tables(module):
         for part in with_parts(table):
             found = depends_on(part()) if through_others else part().parents(as_objects=False)
             pointed |= schemas_of(found, prefix)
-    return pointed - {pipeline_name(module)}
-
-
-def pipeline_name(module) -> str:
-    return module.__name__.rpartition(".")[2]
+    return pointed - {short_name(module)}
 
 
 def test_imports_match_the_foreign_keys(pipeline):
@@ -72,8 +65,8 @@ def test_imports_match_the_foreign_keys(pipeline):
     A module imports every schema its foreign keys point to, and may import one its tables
     depend on through others (a make() that reads a source table behind a merge table).
     """
-    for module in pipeline.MODULES:
-        name = pipeline_name(module)
+    for module in pipeline.modules:
+        name = short_name(module)
         pointed = foreign_key_schemas(module)
         assert pointed <= set(PIPELINE[name]), f"{name} points to {pointed} without importing"
         unused = set(PIPELINE[name]) - foreign_key_schemas(module, through_others=True)
@@ -83,13 +76,13 @@ def test_imports_match_the_foreign_keys(pipeline):
 def test_the_diagrams_follow_the_pipeline():
     for document in (PROJECT / "README.md", PROJECT / "docs" / "pipeline.md"):
         text = document.read_text(encoding="utf-8")
-        redraw = "python -m {{ cookiecutter.package_name }}.scaffold"
+        redraw = "python -m {{ cookiecutter.package_name }}.toolkit.scaffold"
         assert scaffold.with_diagram(text, PIPELINE) == text, f"{document.name}: run {redraw}"
 
 
 def test_schema_names_carry_the_prefix(pipeline):
     names = pipeline.schema_names("dev_")
-    assert list(names) == [pipeline.short_name(module) for module in pipeline.MODULES]
+    assert list(names) == [short_name(module) for module in pipeline.modules]
     assert all(name == f"dev_{module}" for module, name in names.items())
 
 
@@ -101,7 +94,7 @@ def test_every_auto_table_gets_rows_from_the_sample_data(pipeline):
 
 
 def test_schema_versions_cover_every_schema():
-    assert list(SCHEMA_VERSIONS) == list(schema_names())
+    assert list(SCHEMA_VERSIONS) == list(lab_pipeline.schema_names())
 
 
 def test_a_table_used_before_activate_names_the_call():

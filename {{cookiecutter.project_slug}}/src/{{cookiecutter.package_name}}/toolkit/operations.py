@@ -8,7 +8,7 @@
 - ``reset_plan`` and ``reset`` drop a development or personal set and refuse production.
 
 Nothing here creates a schema or a table: status binds the modules with
-``activate(create=False)``.
+``pipeline.activate(create=False)``.
 """
 
 from __future__ import annotations
@@ -20,22 +20,22 @@ import datajoint as dj
 from datajoint.jobs import Job
 from datajoint.user_tables import _get_tier
 
-from . import MODULES, PRODUCTION_PREFIX, activate, prefix_kind, schema_prefix, short_name
+from .project import pipeline, short_name
 
 TIERS = (dj.Lookup, dj.Manual, dj.Imported, dj.Computed, dj.Part)  # Lookup before Manual
 
 
 def describe_set(prefix: str | None = None) -> str:
     """The schema set in words, e.g. 'dev_my_pipeline_* (development)'."""
-    prefix = schema_prefix() if prefix is None else prefix
-    return f"{prefix}* ({prefix_kind(prefix)})"
+    prefix = pipeline.schema_prefix() if prefix is None else prefix
+    return f"{prefix}* ({pipeline.prefix_kind(prefix)})"
 
 
 def announce(prefix: str | None = None, *, writes: bool = False) -> None:
     """One line on stderr naming the schema set a command acts on."""
-    prefix = schema_prefix() if prefix is None else prefix
+    prefix = pipeline.schema_prefix() if prefix is None else prefix
     line = f"schemas: {describe_set(prefix)}"
-    if writes and prefix_kind(prefix) == "production":
+    if writes and pipeline.prefix_kind(prefix) == "production":
         line += " -- this command WRITES TO PRODUCTION"
     print(line, file=sys.stderr)
 
@@ -53,11 +53,11 @@ def label(table: type[dj.Table]) -> str:
 def all_tables() -> list[type[dj.Table]]:
     """Every table class of the pipeline, upstream first; Part tables follow their master.
 
-    Modules are in dependency order (MODULES) and, within a module, tables are in the
+    Modules are in dependency order (pipeline.modules) and, within a module, tables are in the
     order they are defined, which is the order DataJoint declares them in.
     """
     tables: list[type[dj.Table]] = []
-    for module in MODULES:
+    for module in pipeline.modules:
         for member in vars(module).values():
             if (
                 isinstance(member, type)
@@ -158,13 +158,13 @@ def table_status(table: type[dj.Table], errors_shown: int = 3) -> dict[str, Any]
 
 def status_report(errors_shown: int = 3) -> list[dict[str, Any]]:
     """Every table's status, upstream first, under the prefix in force (read-only)."""
-    activate(create=False)
+    pipeline.activate(create=False)
     return [table_status(table, errors_shown) for table in all_tables()]
 
 
 def release_orphans(orphan_timeout: float) -> int:
     """Re-queue reservations older than orphan_timeout seconds; returns how many."""
-    activate(create=False)
+    pipeline.activate(create=False)
     released = 0
     for table in all_tables():
         auto = issubclass(table, (dj.Imported, dj.Computed)) and table.database
@@ -222,10 +222,10 @@ def confirm(question: str) -> str:
 
 def overlaps_production(prefix: str) -> bool:
     """Whether schemas under prefix could be production schemas."""
-    if not PRODUCTION_PREFIX:  # production schemas are named plainly: each module's name
-        names = [short_name(module) for module in MODULES] + ["_versions"]
+    if not pipeline.production_prefix:  # production schemas are named plainly: each module's name
+        names = [short_name(module) for module in pipeline.modules] + ["_versions"]
         return not prefix or any(name.startswith(prefix) for name in names)
-    return prefix.startswith(PRODUCTION_PREFIX) or PRODUCTION_PREFIX.startswith(prefix)
+    return prefix.startswith(pipeline.production_prefix) or pipeline.production_prefix.startswith(prefix)
 
 
 def reset_plan(prefix: str | None = None) -> list[str]:
@@ -235,14 +235,14 @@ def reset_plan(prefix: str | None = None) -> list[str]:
     renamed tables included), the versions schema, and schemas of modules since
     renamed or removed. Raises ValueError for a prefix that could name production.
     """
-    prefix = schema_prefix() if prefix is None else prefix
+    prefix = pipeline.schema_prefix() if prefix is None else prefix
     if not prefix or overlaps_production(prefix):
         raise ValueError(
             f"refusing to reset {prefix!r}: it is or overlaps the production prefix"
-            f" {PRODUCTION_PREFIX!r}; reset drops development and personal sets only"
+            f" {pipeline.production_prefix!r}; reset drops development and personal sets only"
         )
     existing = [name for name in dj.list_schemas() if name.startswith(prefix)]
-    known = [prefix + short_name(module) for module in reversed(MODULES)]
+    known = [prefix + short_name(module) for module in reversed(pipeline.modules)]
     return [name for name in existing if name not in known] + [
         name for name in known if name in existing
     ]

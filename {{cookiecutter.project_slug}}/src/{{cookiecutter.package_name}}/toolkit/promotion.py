@@ -2,7 +2,7 @@
 
 `compare` lists, schema by schema, the tables present in one set only and the
 tables whose definitions differ, so a promotion can be reviewed before it is made.
-`record_versions` stores SCHEMA_VERSIONS in the database when `declare` runs, and
+`record_versions` stores pipeline.schema_versions in the database when `declare` runs, and
 `version_mismatches` tells when the code and the database disagree.
 
 Declared versions live in one small schema per prefix, ``<prefix>_versions``.
@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 
 import datajoint as dj
 
-from . import MODULES, schema_prefix, short_name
-from .pipeline.version import SCHEMA_VERSIONS
+from .project import pipeline, short_name
 
 versions_schema = dj.Schema()
 
 
 @versions_schema
 class DeclaredVersion(dj.Manual):
-    """The SCHEMA_VERSIONS entry each schema was last declared with."""
+    """The pipeline.schema_versions entry each schema was last declared with."""
 
     definition = """
     schema_name : varchar(64)  # module name, e.g. subject
@@ -64,7 +63,7 @@ def definitions(database: str, prefix: str) -> dict[str, str] | None:
 def compare(source_prefix: str, target_prefix: str) -> list[SchemaDifference]:
     """Differences between the schemas under two prefixes, upstream first."""
     report = []
-    for module in MODULES:
+    for module in pipeline.modules:
         name = short_name(module)
         source = definitions(source_prefix + name, source_prefix)
         target = definitions(target_prefix + name, target_prefix)
@@ -94,17 +93,17 @@ def compare(source_prefix: str, target_prefix: str) -> list[SchemaDifference]:
 
 def activate_versions(prefix: str | None = None, *, create: bool = False) -> None:
     """Bind DeclaredVersion to ``<prefix>_versions``."""
-    prefix = schema_prefix() if prefix is None else prefix
+    prefix = pipeline.schema_prefix() if prefix is None else prefix
     versions_schema.activate(f"{prefix}_versions", create_schema=create, create_tables=create)
 
 
 def record_versions(prefix: str | None = None) -> None:
-    """Store the code's SCHEMA_VERSIONS as the versions the database is declared with."""
+    """Store the code's pipeline.schema_versions as the versions the database is declared with."""
     activate_versions(prefix, create=True)
     user = dj.config.database.user or getpass.getuser()
     rows = [
         {"schema_name": name, "version": version, "declared_by": user}
-        for name, version in SCHEMA_VERSIONS.items()
+        for name, version in pipeline.schema_versions.items()
     ]
     with DeclaredVersion.connection.transaction:
         (DeclaredVersion() & [{"schema_name": row["schema_name"]} for row in rows]).delete_quick()
@@ -113,13 +112,13 @@ def record_versions(prefix: str | None = None) -> None:
 
 def version_mismatches(prefix: str | None = None) -> dict[str, tuple[str, str | None]]:
     """Schemas whose code version differs from the declared one: name -> (code, database)."""
-    prefix = schema_prefix() if prefix is None else prefix
+    prefix = pipeline.schema_prefix() if prefix is None else prefix
     if f"{prefix}_versions" not in dj.list_schemas():
-        return {name: (version, None) for name, version in SCHEMA_VERSIONS.items()}
+        return {name: (version, None) for name, version in pipeline.schema_versions.items()}
     activate_versions(prefix)
     declared = {row["schema_name"]: row["version"] for row in DeclaredVersion().to_dicts()}
     return {
         name: (version, declared.get(name))
-        for name, version in SCHEMA_VERSIONS.items()
+        for name, version in pipeline.schema_versions.items()
         if declared.get(name) != version
     }

@@ -18,7 +18,7 @@ from typing import Any
 import datajoint as dj
 from datajoint.jobs import Job
 
-from . import activate, auto_tables
+from .project import pipeline
 from .operations import existing_jobs, label
 
 STATUSES = ("error", "reserved")
@@ -27,7 +27,7 @@ FIELDS = ("error_message", "host", "pid", "created_time", "reserved_time", "comp
 
 def select(tables: list[str]) -> list[type[dj.Table]]:
     """Auto-populated tables by class name or schema.Class; all when none are given."""
-    available = auto_tables()
+    available = pipeline.auto_tables()
     names = {table.__name__ for table in available} | {label(table) for table in available}
     unknown = [name for name in tables if name not in names]
     if unknown:
@@ -83,7 +83,7 @@ def listing(
 ) -> list[dict[str, Any]]:
     """Errors and reservations: table, status, key, host, pid, age (seconds), message."""
     selected = select(tables)
-    activate(create=False)
+    pipeline.activate(create=False)
     result = []
     now = server_now(dj.conn())
     for table in selected:
@@ -110,7 +110,7 @@ def errors(
 ) -> Iterator[tuple[Job, dict[str, Any]]]:
     """Each matching error as its jobs table and job key: what `retry` and `clear` act on."""
     selected = select(tables)
-    activate(create=False)
+    pipeline.activate(create=False)
     for table in selected:
         jobs = jobs_of(table)
         if jobs is not None:

@@ -5,10 +5,10 @@ touches that file from a background thread every few seconds while it runs. The
 check reads the file's age: missing or stale means the worker died, never got
 going, or its process is frozen. A long make() does not make a worker unhealthy.
 
-    python -m <package>.health                 # exit 0 when healthy, 1 (and one line why) when not
-    python -m <package>.health --database      # and the database answers the worker's credentials
+    python -m <package>.toolkit.health           # exit 0 when healthy, 1 (and one line why) when not
+    python -m <package>.toolkit.health --database # and the database answers the worker's credentials
 
-Probes run this file by its path (``python -P /app/src/<package>/health.py``): it needs
+Probes run this file by its path (``python -P /app/src/<package>/toolkit/health.py``): it needs
 only the standard library for the heartbeat, so a probe does not import the pipeline.
 They check the heartbeat only: restarting workers does not mend a database that is down.
 
@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 HEARTBEAT_VARIABLE = "WORKER_HEARTBEAT_FILE"
 INTERVAL = 10.0  # seconds between beats
 MAX_AGE = 60.0  # seconds after which a heartbeat is stale
+
+
+def lab_package() -> str:
+    """The lab's package, for `python -m <package>` hints (once its Pipeline is built)."""
+    project = sys.modules.get(f"{__package__}.project")
+    current = getattr(project, "_current", None)
+    return current.package if current is not None else "<package>"
 
 
 def heartbeat_file() -> Path | None:
@@ -121,7 +128,7 @@ def settings_problem() -> str | None:
     """What to run when no database user or password is configured, or None."""
     import datajoint as dj
 
-    package = __package__ or "<package>"
+    package = lab_package()
     config = dj.config.database
     if config.user is None:
         return (

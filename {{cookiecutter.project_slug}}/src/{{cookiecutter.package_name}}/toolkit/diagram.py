@@ -22,7 +22,7 @@ from types import ModuleType
 
 import datajoint as dj
 
-from . import MODULES, activate, short_name, tables, with_parts
+from .project import pipeline, short_name, tables, with_parts
 from .devdb import embedded_settings
 
 #: A table's full name as the database quotes it, e.g. "lab_subject"."subject" (PostgreSQL)
@@ -45,13 +45,13 @@ LARGE = 40
 
 def context() -> dict[str, ModuleType]:
     """The schema modules by name: DataJoint labels each table schema.Table with it."""
-    return {short_name(module): module for module in MODULES}
+    return {short_name(module): module for module in pipeline.modules}
 
 
 def table_mermaid() -> str:
     """Mermaid flowchart of every table of the activated pipeline, one box per schema."""
     diagram = functools.reduce(
-        operator.add, (dj.Diagram(module.schema, context=context()) for module in MODULES)
+        operator.add, (dj.Diagram(module.schema, context=context()) for module in pipeline.modules)
     )
     return mermaid_safe(diagram.make_mermaid())
 
@@ -59,7 +59,7 @@ def table_mermaid() -> str:
 def overview_mermaid() -> str:
     """Mermaid flowchart of the schemas, each drawn as one node (DataJoint's collapse())."""
     diagram = functools.reduce(
-        operator.add, (dj.Diagram(module.schema, context=context()) for module in MODULES)
+        operator.add, (dj.Diagram(module.schema, context=context()) for module in pipeline.modules)
     )
     return mermaid_safe(diagram.collapse().make_mermaid())
 
@@ -77,7 +77,7 @@ def schema_mermaid(module: ModuleType) -> str:
 
 def table_count() -> int:
     """How many tables the pipeline defines, Part tables included."""
-    return sum(len(with_parts(table)) for module in MODULES for table in tables(module))
+    return sum(len(with_parts(table)) for module in pipeline.modules for table in tables(module))
 
 
 def fenced(mermaid: str) -> str:
@@ -98,7 +98,7 @@ def tables_markdown(large: int = LARGE) -> str:
         "## Schemas",
         fenced(overview_mermaid()),
     ]
-    for module in MODULES:
+    for module in pipeline.modules:
         sections += [f"## {short_name(module)}", fenced(schema_mermaid(module))]
     return "\n\n".join(sections)
 
@@ -116,7 +116,7 @@ def declared_pipeline() -> Iterator[None]:
             with dj.config.override(**{k.replace(".", "__"): v for k, v in settings.items()}):
                 connection = dj.conn(reset=True)
                 try:
-                    activate(connection=connection)
+                    pipeline.activate(connection=connection)
                     yield
                 finally:
                     connection.close()

@@ -44,7 +44,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import datajoint as dj
 from datajoint.settings import find_config_file
 
-from . import activate, auto_tables, operations, schema_prefix
+from . import operations
+from .project import pipeline
 
 if sys.platform != "win32":
     import fcntl
@@ -239,7 +240,7 @@ def error_id(table: str, key: dict, when: Any) -> str:
 def current_errors(tables: Iterable[type[dj.Table]] | None = None) -> list[dict]:
     """Every job in error now: table, key, message, time, id."""
     found = []
-    for table in auto_tables() if tables is None else tables:
+    for table in pipeline.auto_tables() if tables is None else tables:
         name = f"{table.__module__.rpartition('.')[2]}.{table.__name__}"
         jobs = operations.existing_jobs(table)  # Table.jobs would declare it
         if jobs is None:
@@ -263,7 +264,7 @@ def current_errors(tables: Iterable[type[dj.Table]] | None = None) -> list[dict]
 
 def format_message(errors: list[dict]) -> tuple[str, str]:
     """Subject line and text of one alert."""
-    subject = f"{len(errors)} new job error(s) in the {schema_prefix()!r} pipeline"
+    subject = f"{len(errors)} new job error(s) in the {pipeline.schema_prefix()!r} pipeline"
     lines = [subject + ":"]
     for error in errors[:SHOWN_PER_MESSAGE]:
         key = ", ".join(f"{k}={v}" for k, v in error["key"].items())
@@ -272,7 +273,7 @@ def format_message(errors: list[dict]) -> tuple[str, str]:
         lines.append(f"- {error['table']} ({key}) on {error['host'] or '?'} at {when}: {message}")
     if len(errors) > SHOWN_PER_MESSAGE:
         lines.append(f"... and {len(errors) - SHOWN_PER_MESSAGE} more")
-    lines.append(f"See `python -m {__package__} status` or the dashboard.")
+    lines.append(f"See `python -m {pipeline.package} status` or the dashboard.")
     return subject, "\n".join(lines)
 
 
@@ -419,7 +420,7 @@ def configured_settings() -> Settings:
 def watch(interval: float | None) -> int:
     """Check for new errors once (interval None) or every `interval` seconds until stopped."""
     settings = configured_settings()
-    activate()
+    pipeline.activate()
     while True:
         try:
             sent = check(settings)

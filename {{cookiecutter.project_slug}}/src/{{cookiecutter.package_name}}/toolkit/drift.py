@@ -6,7 +6,7 @@ back from the database (``Table.describe()``) the same way -- exactly what
 ``Table.alter()`` does before it alters -- then compares the two: attributes (type,
 default, nullability, comment), primary key, foreign keys, indexes and the table
 comment. Tables missing on either side are reported too. Nothing is written: the
-modules are bound with ``activate(create=False)``.
+modules are bound with ``pipeline.activate(create=False)``.
 
 What DataJoint treats as the same is not reported: the order of the primary key's
 columns, each server's spelling of a default (``1`` and ``1.0``, ``0`` and ``'false'`` for a
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import datajoint as dj
 from datajoint.declare import prepare_declare
 
-from . import MODULES, activate, schema_names, short_name
+from .project import pipeline, short_name
 from .operations import all_tables, label
 
 ADVICE = """\
@@ -217,10 +217,10 @@ def table_drift(table: type[dj.Table]) -> TableDrift:
 
 def check(prefix: str | None = None) -> list[TableDrift]:
     """Every difference between the code and the database under the prefix, upstream first."""
-    names = schema_names(prefix)
-    bound = activate(prefix, create=False)
+    names = pipeline.schema_names(prefix)
+    bound = pipeline.activate(prefix, create=False)
     report: list[TableDrift] = []
-    for module in MODULES:
+    for module in pipeline.modules:
         if short_name(module) not in bound:
             report.append(
                 TableDrift(short_name(module), [f"schema {names[short_name(module)]} is missing"])
@@ -234,7 +234,7 @@ def check(prefix: str | None = None) -> list[TableDrift]:
             report.append(TableDrift(label(table), ["missing in the database"]))
         else:
             report.append(table_drift(table))
-    for module in MODULES:
+    for module in pipeline.modules:
         if short_name(module) in bound:
             database = bound[short_name(module)]
             for name in module.schema.list_tables():

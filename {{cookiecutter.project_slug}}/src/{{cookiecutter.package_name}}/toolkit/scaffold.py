@@ -1,9 +1,10 @@
-{% raw %}"""Write the schema modules of the pipeline (the template's module writer).
+"""Write the schema modules of the pipeline (the template's module writer).
 
 The project template runs write_pipeline once, when the project is generated:
-one module per schema in the `pipeline` subpackage, each importing its upstream
-modules and declaring starter tables whose foreign keys point at theirs, plus
-the sample data, the schema versions and one test per schema. Later,
+one module per schema at the top of the lab's package, each importing its upstream
+modules and declaring starter tables whose foreign keys point at theirs, plus the
+package's __init__.py that lists them, the schema versions, the sample data
+(tests/sample_data.py) and one test per schema. Later,
 `python -m <package> add-schema` runs add_schema to append one more module,
 written against the tables the pipeline has by then. Starter tables are small
 and runnable; replace them with your own.
@@ -53,7 +54,9 @@ DEVICE_WIDTH = 32
 FIRST_VERSION = "0.1.0"
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*\Z")
 LINE_LENGTH = 100  # ruff's line-length in pyproject.toml: the modules are written as it formats
-PIPELINE_PACKAGE = "pipeline"  # the lab's subpackage: schema modules, sample data, versions
+SAMPLE_FILE = Path("tests", "sample_data.py")  # the lab's sample rows, for tests and notebooks
+# Names in the lab's package that are not schema modules.
+RESERVED = frozenset({"toolkit", "version", "worker", "pipeline", "tests", "sample_data"})
 
 
 def camel(name: str) -> str:
@@ -275,17 +278,33 @@ $rows_line
 CORRELATION_CHECK = """
         assert -1.0 <= row["correlation"] <= 1.0"""
 
-PIPELINE_INIT = Template('''\
-"""The pipeline: one module per database schema. This subpackage is the lab's.
+LAB_INIT = Template('''\
+"""$docstring_name: the lab's DataJoint pipeline, one module per database schema.
 
-List every schema module in MODULES, upstream first: the package activates and
-populates them in this order. Each module imports the modules its foreign keys
-point to; the package derives the schema graph (PIPELINE) from those imports.
+Import every schema module here, upstream first, and list it in MODULES: the
+toolkit (the `toolkit` folder, the template's) activates and populates them in
+this order and derives the schema graph from the modules' own imports.
 """
 
+from .toolkit import Pipeline
+from .version import SCHEMA_VERSIONS, __version__
+
+# The schema modules, upstream first like MODULES (isort would sort them).
+# isort: off
 $imports
 
 MODULES = $modules
+
+#: The pipeline as the toolkit (command line, worker, dashboard) receives it.
+pipeline = Pipeline(
+    MODULES,
+    name=$name,
+    production_prefix=$production_prefix,  # production's schema names start with it
+    settings_prefix=$settings_prefix,  # ${settings_bare}_SCHEMA_PREFIX: the schemas in force
+    version=__version__,
+    schema_versions=SCHEMA_VERSIONS,
+)
+activate = pipeline.activate
 ''')
 
 VERSION = Template('''\
@@ -304,8 +323,8 @@ SAMPLE_DATA = Template('''\
 """Sample rows for the manual tables: the tests and the notebooks enter them.
 
 SAMPLE_DATA is a list of passes. A pass maps tables to their rows, or to a function
-returning the rows (called when the pass is entered). `insert_sample_data()` enters
-one pass, upstream first, then populates every Imported and Computed table, then
+returning the rows (called when the pass is entered). `pipeline.insert_sample_data()`
+enters one pass, upstream first, then populates every Imported and Computed table, then
 enters the next: rows that need computed results first (a task table, e.g. the
 parameters chosen for a computed result) go in a later pass. Edit them along with
 your tables.
@@ -464,12 +483,12 @@ def module_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], b
     name, upstream, kind = schema["name"], schema["upstream"], kinds[schema["name"]]
     summary = schema.get("description") or f"The {name} schema: {ROLE_SUMMARY[schema['role']]}."
     imports = ["import datajoint as dj", ""]
-    if kind == "imported":
-        imports.append("from ..utils import simulate_channels")
-    if kind == "computed":
-        imports.append("from ..utils import combine_signals, mean_signal")
     if upstream:
         imports.append(import_statement(upstream))
+    if kind == "imported":
+        imports.append("from .toolkit.utils import simulate_channels")
+    if kind == "computed":
+        imports.append("from .toolkit.utils import combine_signals, mean_signal")
     fields = {
         "name": name,
         "table": tables[name],
@@ -529,7 +548,7 @@ def test_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], pac
         "lower": name,
         "package": package,
         "imports": "" if kind in ("entity", "event") else "import numpy as np\n\n",
-        "import_line": import_line(f"{package}.pipeline", name),
+        "import_line": import_line(package, name),
     }
     head = TEST_HEAD.substitute(fields)
     table = f"{name}.{tables[name]}"
@@ -584,18 +603,34 @@ def sample_row(row: str, indent: str = " " * 12) -> str:
     return f"{indent}{{\n{inner}{indent}}},\n"
 
 
+def lab_init(names: list[str], *, name: str, production_prefix: str, settings_prefix: str):
+    """Source of the lab's package __init__.py: the schema modules, upstream first."""
+    return LAB_INIT.substitute(
+        docstring_name=escaped(name),
+        imports="\n".join(f"from . import {module}" for module in names),
+        modules=python_literal("MODULES", names, tuple_of_names=True)[len("MODULES = ") :],
+        name=json.dumps(name, ensure_ascii=False),
+        production_prefix=json.dumps(production_prefix),
+        settings_prefix=json.dumps(settings_prefix),
+        settings_bare=settings_prefix,
+    )
+
+
 def write_pipeline(
     project: Path,
     package: str,
     plan: list[dict],
     *,
     blob: str,
+    name: str,
+    production_prefix: str,
+    settings_prefix: str,
 ) -> None:
     """Write every schema module, its test, and the files that list them all."""
     tables = {schema["name"]: table_class(schema["name"]) for schema in plan}
     kinds = table_kinds(plan)
     names = [schema["name"] for schema in plan]
-    source = project / "src" / package / PIPELINE_PACKAGE
+    source = project / "src" / package
     source.mkdir(parents=True, exist_ok=True)
     tests = project / "tests"
     for schema in plan:
@@ -606,13 +641,12 @@ def write_pipeline(
             test_source(schema, tables, kinds, package), encoding="utf-8"
         )
     (source / "__init__.py").write_text(
-        PIPELINE_INIT.substitute(
-            imports=import_statement(names),
-            modules=python_literal("MODULES", names, tuple_of_names=True)[len("MODULES = ") :],
+        lab_init(
+            names, name=name, production_prefix=production_prefix, settings_prefix=settings_prefix
         ),
         encoding="utf-8",
     )
-    # Upstream schemas in dependency order, as the package derives PIPELINE from the imports.
+    # Upstream schemas in dependency order, as Pipeline derives its graph from the imports.
     refresh_diagrams(
         project,
         {s["name"]: tuple(n for n in names if n in s["upstream"]) for s in plan},
@@ -625,11 +659,11 @@ def write_pipeline(
         encoding="utf-8",
     )
     manual = sorted(name for name in names if kinds[name] in ("entity", "event"))
-    (source / "sample_data.py").write_text(
+    (project / SAMPLE_FILE).write_text(
         SAMPLE_DATA.substitute(
             imports=("import datetime\n" if "event" in kinds.values() else "")
             + "from typing import Any\n\nimport datajoint as dj\n\n"
-            + import_statement(manual),
+            + import_statement(manual, package),
             entries=sample_entries(plan, tables, kinds),
         ),
         encoding="utf-8",
@@ -666,25 +700,37 @@ def natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def import_statement(names: list[str]) -> str:
-    """`from . import ...` of these names as ruff formats it."""
+def import_statement(names: list[str], package: str = ".") -> str:
+    """`from <package> import ...` of these names as ruff formats it."""
     names = sorted(names, key=natural)
-    line = f"from . import {', '.join(names)}"
+    line = f"from {package} import {', '.join(names)}"
     if len(line) <= LINE_LENGTH:
         return line
-    return "from . import (\n" + "".join(f"    {name},\n" for name in names) + ")"
+    return f"from {package} import (\n" + "".join(f"    {name},\n" for name in names) + ")"
 
 
-def with_import(source: str, name: str) -> str:
-    """Source whose `from . import ...` statement also imports `name`."""
+def with_import(source: str, name: str, package: str) -> str:
+    """Source whose `from <package> import ...` statement also imports `name`."""
     node = next(
         node
         for node in ast.parse(source).body
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == package
     )
     lines = source.splitlines(keepends=True)
     names = [alias.name for alias in node.names] + [name]
-    lines[node.lineno - 1 : node.end_lineno] = [import_statement(names) + "\n"]
+    lines[node.lineno - 1 : node.end_lineno] = [import_statement(names, package) + "\n"]
+    return "".join(lines)
+
+
+def with_module_import(source: str, name: str) -> str:
+    """The lab's __init__.py with `from . import name` after its last schema import."""
+    node = [
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+    ][-1]
+    lines = source.splitlines(keepends=True)
+    lines.insert(node.end_lineno or node.lineno, f"from . import {name}\n")
     return "".join(lines)
 
 
@@ -708,17 +754,19 @@ def add_schema(
     every schema it depends on, and to the `schemas` answer in .cruft.json. Existing
     schema modules are not touched; nothing is written if anything is wrong.
     """
-    pipeline_dir = package_dir / PIPELINE_PACKAGE
+    project = tests_dir.parent
     paths = {
-        "init": pipeline_dir / "__init__.py",
-        "version": pipeline_dir / "version.py",
-        "sample": pipeline_dir / "sample_data.py",
+        "init": package_dir / "__init__.py",
+        "version": package_dir / "version.py",
+        "sample": project / SAMPLE_FILE,
     }
     sources = {key: path.read_text(encoding="utf-8") for key, path in paths.items()}
     modules = literal(find_assignment(sources["init"], "MODULES"))
     if not IDENTIFIER.match(name) or keyword.iskeyword(name):
         raise ValueError(f"{name!r} is not a valid schema name (lowercase letters, digits, _)")
-    if name in modules or (pipeline_dir / f"{name}.py").exists():
+    if name in RESERVED:
+        raise ValueError(f"{name!r} is taken by the package itself; reserved: {', '.join(sorted(RESERVED))}")
+    if name in modules or (package_dir / f"{name}.py").exists() or (package_dir / name).exists():
         raise ValueError(f"{name!r} exists already")
     unknown = [parent for parent in upstream if parent not in modules]
     if unknown:
@@ -744,7 +792,7 @@ def add_schema(
             upstream_tables=list_of(" " * 8, "upstream", targets),
         )
         test = TEST_HEAD.substitute(
-            name=name, imports="", import_line=import_line(f"{package_dir.name}.pipeline", name)
+            name=name, imports="", import_line=import_line(package_dir.name, name)
         ) + TEST_ADDED.substitute(
             lower=name, rows_line=assignment("    ", "rows", f"{name}.{table}().to_dicts()")
         )
@@ -758,13 +806,13 @@ def add_schema(
     )
     versions = literal(find_assignment(sources["version"], "SCHEMA_VERSIONS"))
     updated = {
-        paths["init"]: with_import(init, name),
+        paths["init"]: with_module_import(init, name),
         paths["version"]: replace_assignment(
             sources["version"],
             "SCHEMA_VERSIONS",
             python_literal("SCHEMA_VERSIONS", {**versions, name: FIRST_VERSION}),
         ),
-        pipeline_dir / f"{name}.py": module,
+        package_dir / f"{name}.py": module,
         tests_dir / f"test_{name}.py": test,
     }
     if not upstream:  # a new root needs sample rows for its test, in the first pass
@@ -774,9 +822,8 @@ def add_schema(
         if marker not in sample:
             raise ValueError("sample_data.py: SAMPLE_DATA does not start with a pass to add to")
         sample = sample.replace(marker, marker + entry, 1)
-        updated[paths["sample"]] = with_import(sample, name)
-    project = tests_dir.parent
-    graph = {**tables_graph(project, modules), name: tuple(m for m in modules if m in upstream)}
+        updated[paths["sample"]] = with_import(sample, name, package_dir.name)
+    graph = {**tables_graph(package_dir, modules), name: tuple(m for m in modules if m in upstream)}
     for document in (project / "README.md", project / "docs" / "pipeline.md"):
         if document.is_file():
             updated[document] = with_diagram(document.read_text(encoding="utf-8"), graph)
@@ -785,14 +832,14 @@ def add_schema(
         updated[answers] = with_cruft_schema(answers.read_text(encoding="utf-8"), schema)
     for path, text in updated.items():
         path.write_text(text, encoding="utf-8")
-    return [pipeline_dir / f"{name}.py", tests_dir / f"test_{name}.py"]
+    return [package_dir / f"{name}.py", tests_dir / f"test_{name}.py"]
 
 
-def tables_graph(project: Path, modules: list[str]) -> dict[str, tuple[str, ...]]:
+def tables_graph(package_dir: Path, modules: list[str]) -> dict[str, tuple[str, ...]]:
     """The current schema graph, read from the modules' relative imports."""
     graph = {}
     for module in modules:
-        path = next(project.glob(f"src/*/{PIPELINE_PACKAGE}/{module}.py"))
+        path = package_dir / f"{module}.py"
         imported = set()
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, ast.ImportFrom) and node.level == 1:
@@ -834,9 +881,9 @@ def refresh_diagrams(project: Path, pipeline: dict[str, tuple[str, ...]]) -> Non
             document.write_text(with_diagram(text, pipeline), encoding="utf-8")
 
 
-if __name__ == "__main__":  # python -m <package>.scaffold: redraw the diagrams from PIPELINE
+if __name__ == "__main__":  # python -m <package>.toolkit.scaffold: redraw the diagrams
     import importlib
 
-    package = importlib.import_module(str(__spec__.parent))  # type: ignore[name-defined]
-    refresh_diagrams(Path(str(package.__file__)).resolve().parents[2], package.PIPELINE)
-{% endraw %}
+    lab = str(__spec__.parent).rpartition(".")[0]  # type: ignore[name-defined]
+    package = importlib.import_module(lab)
+    refresh_diagrams(Path(str(package.__file__)).resolve().parents[2], package.pipeline.graph)

@@ -1,7 +1,7 @@
 """Team access control: the roles of access.toml as database grants and bucket policies.
 
 Each role in access.toml reads, writes, develops or manages kinds of schemas; a schema's
-kind is its role in the pipeline (SCHEMA_ROLES, overridable in access.toml). From that:
+kind is its role in the pipeline (pipeline.roles, overridable in access.toml). From that:
 
 - read    -> SELECT;
 - write   -> SELECT, INSERT, UPDATE, DELETE, plus SELECT on every upstream schema (foreign
@@ -40,7 +40,7 @@ from typing import Any
 import datajoint as dj
 from datajoint.settings import find_config_file
 
-from . import PIPELINE, SCHEMA_ROLES, schema_prefix
+from .project import pipeline
 
 try:
     import tomllib
@@ -74,7 +74,7 @@ def load_policy(path: Path | None = None) -> dict[str, Any]:
 
 def schema_kinds(policy: dict[str, Any]) -> dict[str, str]:
     """Each schema's kind: its pipeline role, unless access.toml overrides it."""
-    return {**SCHEMA_ROLES, **policy.get("schemas", {})}
+    return {**pipeline.roles, **policy.get("schemas", {})}
 
 
 def closure(names: set[str], edges: dict[str, set[str]]) -> set[str]:
@@ -92,9 +92,9 @@ def privileges(role: str, policy: dict[str, Any]) -> dict[str, set[str]]:
     """Schema (short name) -> privileges of `role` on the production schemas."""
     spec = policy["roles"][role]
     kinds = schema_kinds(policy)
-    upstream = {name: set(parents) for name, parents in PIPELINE.items()}
-    downstream: dict[str, set[str]] = {name: set() for name in PIPELINE}
-    for name, parents in PIPELINE.items():
+    upstream = {name: set(parents) for name, parents in pipeline.graph.items()}
+    downstream: dict[str, set[str]] = {name: set() for name in pipeline.graph}
+    for name, parents in pipeline.graph.items():
         for parent in parents:
             downstream[parent].add(name)
     of_kind = {kind: {name for name, k in kinds.items() if k == kind} for kind in KINDS}
@@ -108,8 +108,8 @@ def privileges(role: str, policy: dict[str, Any]) -> dict[str, set[str]]:
     for name in closure(write, downstream):
         result.setdefault(name, set()).update({"SELECT", "DELETE"})
     if spec.get("manage"):
-        return {name: {"ALL"} for name in PIPELINE}
-    return {name: result[name] for name in PIPELINE if name in result}  # upstream first
+        return {name: {"ALL"} for name in pipeline.graph}
+    return {name: result[name] for name in pipeline.graph if name in result}  # upstream first
 
 
 # ---------------------------------------------------------------------------- the role table
@@ -322,7 +322,7 @@ def mysql_desired(role: str | None, policy: dict[str, Any], prefix: str) -> dict
     """
     everything = frozenset(MYSQL_PRIVILEGES.values())
     development = development_prefix(prefix)
-    names = [*PIPELINE, "_versions"]
+    names = [*pipeline.graph, "_versions"]
     desired = {mysql_pattern(p + name): NO_GRANT for p in (prefix, development) for name in names}
     desired[mysql_pattern(access_schema(prefix))] = NO_GRANT
     if role is None:
@@ -834,7 +834,7 @@ def postgres_plan(
         }
 
     member_of = memberships(user)
-    schemas = {name: prefix + name for name in PIPELINE} | {"": prefix + "_versions"}
+    schemas = {name: prefix + name for name in pipeline.graph} | {"": prefix + "_versions"}
     present = {
         name
         for (name,) in _rows(
@@ -1032,7 +1032,7 @@ def postgres_plan(
 
 def schemas_of(prefix: str) -> list[str]:
     """The schema names of one schema set, `<prefix>_versions` included."""
-    return [prefix + name for name in (*PIPELINE, "_versions")]
+    return [prefix + name for name in (*pipeline.graph, "_versions")]
 
 
 # ---------------------------------------------------------------------------- entry points
@@ -1053,7 +1053,7 @@ def plan_access(user: str, role: str | None, prefix: str | None = None) -> Plan:
     policy = load_policy()
     if role is not None and role not in policy["roles"]:
         raise ValueError(f"unknown role {role!r}; access.toml defines {', '.join(policy['roles'])}")
-    prefix = schema_prefix() if prefix is None else prefix
+    prefix = pipeline.schema_prefix() if prefix is None else prefix
     connection = dj.conn()
     if connection.adapter.backend == "postgresql":
         return postgres_plan(connection, user, role, policy, prefix)
@@ -1156,7 +1156,7 @@ def bucket_policy(role: str, bucket: str, location: str, prefix: str | None = No
     (DataJoint's layout); reading needs SELECT, writing INSERT or UPDATE, deleting DELETE.
     """
     policy = load_policy()
-    prefix = schema_prefix() if prefix is None else prefix
+    prefix = pipeline.schema_prefix() if prefix is None else prefix
     actions = {"SELECT": "s3:GetObject", "INSERT": "s3:PutObject", "UPDATE": "s3:PutObject"}
     actions["DELETE"] = "s3:DeleteObject"
     by_action: dict[str, list[str]] = {}

@@ -67,16 +67,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
-from . import (
-    MODULES,
-    PIPELINE,
-    SCHEMA_ROLES,
-    auto_tables,
-    health,
-    operations,
-    schema_prefix,
-    short_name,
-)
+from . import health, operations
+from .project import pipeline, short_name
 from .jobs import retry as retry_jobs
 
 log = logging.getLogger(__name__)
@@ -131,7 +123,7 @@ def workers_data() -> list[dict]:
             },
         )
 
-    for table in auto_tables():
+    for table in pipeline.auto_tables():
         if table.database is None:  # its schema is not declared under this prefix
             continue
         jobs = operations.existing_jobs(table)  # Table.jobs would declare it: stay read-only
@@ -295,7 +287,7 @@ class PipelineCollector(Collector):
         self.refresher = refresher
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        prefix = schema_prefix()
+        prefix = pipeline.schema_prefix()
         snapshot = self.refresher.snapshot
         up = GaugeMetricFamily(
             "datajoint_up", "1 when the database answered the last reading", labels=["prefix"]
@@ -351,7 +343,7 @@ class PipelineCollector(Collector):
         yield held
 
 
-# ---- The schema and table diagrams: SVG drawn here, from PIPELINE and the tables' foreign keys.
+# ---- The schema and table diagrams: SVG drawn here, from pipeline.graph and the tables' foreign keys.
 
 NODE_HEIGHT = 34
 LAYER_GAP = 70
@@ -435,11 +427,11 @@ def layered_svg(
 
 
 def schema_svg() -> str:
-    """The schemas and the schemas they depend on (PIPELINE), colored by role."""
+    """The schemas and the schemas they depend on (pipeline.graph), colored by role."""
     return layered_svg(
-        PIPELINE,
-        {name: name for name in PIPELINE},
-        {name: ROLE_COLORS.get(role, "#fff") for name, role in SCHEMA_ROLES.items()},
+        pipeline.graph,
+        {name: name for name in pipeline.graph},
+        {name: ROLE_COLORS.get(role, "#fff") for name, role in pipeline.roles.items()},
         "pipeline-diagram",
         links=True,
     )
@@ -472,7 +464,7 @@ def tables_svg(schema: str) -> str:
     """One schema's tables and their foreign keys (tables of other schemas in grey)."""
     every = {
         cls.full_table_name: (short_name(module), cls)
-        for module in MODULES
+        for module in pipeline.modules
         for cls in table_classes(module)
     }
     graph: dict[str, list[str]] = {}
@@ -691,7 +683,7 @@ def info(allow_retry: bool, signed_in: bool = False) -> dict:
     """What the page says about where it reads from: never the password."""
     config = dj.config.database
     return {
-        "prefix": schema_prefix(),
+        "prefix": pipeline.schema_prefix(),
         "database": f"{config.user}@{config.host}:{config.port} ({config.backend})",
         "allow_retry": allow_retry and signed_in,
     }
@@ -727,8 +719,10 @@ def create_app(
     async def page(request: Request) -> HTMLResponse:
         text = (STATIC / "index.html").read_text(encoding="utf-8")
         about = info(allow_retry, request.state.signed_in) | {"refresh_seconds": refresh_seconds}
-        text = text.replace("<!--DIAGRAM-->", schema_svg()).replace(
-            "__INFO__", html.escape(json.dumps(about), quote=True)
+        text = (
+            text.replace("<!--DIAGRAM-->", schema_svg())
+            .replace("__INFO__", html.escape(json.dumps(about), quote=True))
+            .replace("__NAME__", html.escape(pipeline.name))
         )
         return HTMLResponse(text)
 
@@ -749,7 +743,7 @@ def create_app(
 
     def diagram(request: Request) -> Response:
         schema = request.path_params["schema"]
-        if schema not in PIPELINE:
+        if schema not in pipeline.graph:
             return Response(f"no schema {schema!r}", status_code=404)
         try:
             return Response(locked(tables_svg, schema), media_type="image/svg+xml")

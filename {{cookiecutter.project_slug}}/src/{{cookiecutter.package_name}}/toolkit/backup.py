@@ -51,7 +51,8 @@ from typing import IO, Any
 import datajoint as dj
 from datajoint.storage import get_storage_backend
 
-from . import __version__, operations, schema_names, schema_prefix
+from . import operations
+from .project import pipeline
 from .utils import prepare_stores, secret_value
 
 MANIFEST = "manifest.json"
@@ -769,10 +770,10 @@ def backup(folder: Path, prefix: str | None = None) -> dict[str, Any]:
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise BackupError(f"{folder} is not empty: back up into a new folder")
-    prefix = schema_prefix() if prefix is None else prefix
+    prefix = pipeline.schema_prefix() if prefix is None else prefix
     connection = dj.conn()
     # The pipeline's schemas, and the one promotion.py records declared versions in.
-    wanted = [*schema_names(prefix).values(), f"{prefix}_versions"]
+    wanted = [*pipeline.schema_names(prefix).values(), f"{prefix}_versions"]
     schemas = existing_schemas(connection, wanted)
     if not schemas:
         raise BackupError(f"no schema of the pipeline exists under the prefix {prefix!r}")
@@ -802,7 +803,7 @@ def backup(folder: Path, prefix: str | None = None) -> dict[str, Any]:
         manifest = {
             "format": FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-            "package_version": __version__,
+            "package_version": pipeline.version,
             "datajoint_version": dj.__version__,
             "backend": server.backend,
             "prefix": prefix,
