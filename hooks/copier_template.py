@@ -36,6 +36,10 @@ WHEN = {
 # the update merges: {"version": "X.Y.Z", "rename": {"old/path": "new/path"}} moves the
 # lab's files (paths may name {package_name}), so their edits follow them.
 MIGRATIONS: list[dict[str, Any]] = []
+# copier's default exclusions (it drops them when _exclude is set), and the toolkit folder.
+DEFAULT_EXCLUDE = ["copier.yaml", "copier.yml", "~*", "*.py[co]", "__pycache__", ".git", ".DS_Store"]
+TOOLKIT_PATTERN = "src/*/toolkit"
+TOOLKIT = TEMPLATE / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}" / "toolkit"
 # Questions whose answer may also be structured: the schema spec as a mapping, given
 # with --data-file.
 YAML_QUESTIONS = {"schemas"}
@@ -107,6 +111,9 @@ def copier_yml() -> str:
         "_subdirectory": "{% raw %}{{cookiecutter.project_slug}}{% endraw %}",
         "_templates_suffix": "",
         "_answers_file": ".copier-answers.yml",
+        # The toolkit is plain Python that must not go through Jinja: the task copies it,
+        # as cookiecutter's _copy_without_render does.
+        "_exclude": [*DEFAULT_EXCLUDE, TOOLKIT_PATTERN],
         "_jinja_extensions": [
             "copier_template_extensions.TemplateExtensionLoader",
             "hooks/copier_template.py:CookiecutterNamespace",
@@ -217,10 +224,22 @@ else:
     del Extension  # only ContextHook's own base is used
 
 
+def copy_toolkit(package: str) -> None:
+    """The toolkit folder, copied as it is in the template (replacing an older one whole)."""
+    import shutil
+
+    target = Path("src", package, "toolkit")
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(TOOLKIT, target, ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
+
+
 def write_modules(context: dict[str, Any]) -> None:
-    """The copier task: plan the pipeline as pre_gen_project does, write it as post_gen does."""
+    """The copier task: copy the toolkit as cookiecutter does, plan the pipeline as
+    pre_gen_project does, write it as post_gen does."""
     from dataclasses import asdict
 
+    copy_toolkit(context["package_name"])
     pre_gen, post_gen = load_hook("pre_gen_project"), load_hook("post_gen_project")
     plan = pre_gen.validate(context)
     Path(pre_gen.PLAN_FILE).write_text(
