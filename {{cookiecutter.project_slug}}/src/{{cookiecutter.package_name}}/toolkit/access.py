@@ -40,14 +40,14 @@ from typing import Any
 import datajoint as dj
 from datajoint.settings import find_config_file
 
-from .project import pipeline
+from .project import ROLES, pipeline
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-KINDS = ("acquisition", "processing", "analysis")
+KINDS = ROLES  # a schema's kind is its role, unless access.toml says otherwise
 
 
 def _driver_errors() -> tuple[type[Exception], ...]:

@@ -333,7 +333,10 @@ def add_schema(args: argparse.Namespace) -> int:
         return 2
     for path in written:
         print(f"wrote {path}")
-    print("Listed in pipeline/__init__.py and version.py; edit the new table, then `declare`.")
+    print(
+        f"Listed in src/{pipeline.package}/__init__.py and version.py; edit the new table,"
+        " then `declare`."
+    )
     return 0
 
 
