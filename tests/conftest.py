@@ -377,7 +377,7 @@ def assert_both_sides_kept(project: Path) -> None:
 
 def module_order(project: Path, package: str) -> list[str]:
     """The names in MODULES of the generated pipeline's __init__.py."""
-    tree = ast.parse((project / "src" / package / "pipeline" / "__init__.py").read_text())
+    tree = ast.parse((project / "src" / package / "__init__.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and node.targets[0].id == "MODULES":
             return [element.id for element in node.value.elts]
