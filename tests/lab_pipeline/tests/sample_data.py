@@ -10,7 +10,7 @@ from typing import Any
 
 import datajoint as dj
 
-from . import activity, ephys, imaging, session, subject
+from labflow import activity, ephys, imaging, session, subject
 
 SITES = {"neuropixels 1.0": 8, "tetrode": 4}
 
