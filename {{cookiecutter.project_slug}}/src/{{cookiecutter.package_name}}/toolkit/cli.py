@@ -311,7 +311,7 @@ def names(args: argparse.Namespace) -> int:
 
 def add_schema(args: argparse.Namespace) -> int:
     """Write one more schema module and its test, downstream of existing schemas."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(str(pipeline.modules[0].__file__)).resolve().parent  # the lab's package
     tests_dir = package_dir.parents[1] / "tests"
     if not tests_dir.is_dir():
         print("error: run this in a source checkout (pip install -e .)", file=sys.stderr)
