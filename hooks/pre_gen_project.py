@@ -284,7 +284,8 @@ def load_template_scaffold(scaffold: Path) -> types.ModuleType:
 
 def probe_scaffold(scaffold: Path) -> tuple[set[str], set[str]]:
     """Run the template's scaffold on PROBE_PLAN: (modules it writes besides the schema
-    modules, every name used in the files it writes)."""
+    modules, with the names its RESERVED keeps for the package (add-schema refuses the
+    same ones); every name used in the files it writes)."""
     module = load_template_scaffold(scaffold)
     probe = {schema["name"] for schema in PROBE_PLAN}
     with tempfile.TemporaryDirectory() as folder:
@@ -304,6 +305,7 @@ def probe_scaffold(scaffold: Path) -> tuple[set[str], set[str]]:
         written |= {path.stem for path in (root / "tests").glob("*.py")} - {
             f"test_{name}" for name in probe
         }
+        written |= set(module.RESERVED)
         code = set()
         for path in root.rglob("*.py"):
             code |= names_in(ast.parse(path.read_text(encoding="utf-8")))
@@ -820,7 +822,8 @@ def schema_sql(name: str, context: dict) -> str:
 def schema_module(name: str, context: dict) -> str:
     names = project_names(context)
     if name in names.modules:
-        return f"{name!r} is taken by src/<package>/{name}.py"
+        taken = ", ".join(sorted(n for n in names.modules if IDENTIFIER.match(n)))
+        return f"{name!r} is a name the package keeps for itself (it keeps {taken})"
     if f"test_{name}" in names.tests:
         return f"{name!r} would overwrite tests/test_{name}.py"
     return ""

@@ -217,6 +217,75 @@ def test_refusals_show_what_to_give_instead(pre_gen):
     )
 
 
+SCAFFOLD = TEMPLATE / "{{cookiecutter.project_slug}}/src/{{cookiecutter.package_name}}/toolkit"
+
+
+@pytest.mark.parametrize("name", ["toolkit", "version", "worker"])
+def test_the_packages_own_names_are_refused_in_one_line(tmp_path, pre_gen, name):
+    """Schema modules sit beside the toolkit folder, version.py and worker.py."""
+    expected = pre_gen.problem("schemas", f"subject; {name} <- subject", {})
+    assert expected.startswith(f"schemas: {name!r} is a name the package keeps for itself (")
+    assert expected.endswith(f"; rule schema-module: {pre_gen.RULES['schema-module']}")
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE),
+         f"schemas=subject; {name} <- subject"],
+        cwd=tmp_path, capture_output=True, check=False, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == f"ERROR: {expected}"
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_hook_and_add_schema_keep_the_same_names(pre_gen):
+    """One source: the hook reads RESERVED from the template's scaffold, and every name the
+    package or the generated tests take besides the schemas' is in it."""
+    scaffold = pre_gen.load_template_scaffold(SCAFFOLD / "scaffold.py")
+    names = pre_gen.project_names({})
+    taken = {name for name in names.modules if pre_gen.IDENTIFIER.match(name)}
+    taken |= {test.removeprefix("test_") for test in names.tests if test.startswith("test_")}
+    assert taken == set(scaffold.RESERVED)
+    for name in sorted(scaffold.RESERVED):
+        assert "; rule schema-module: " in pre_gen.problem("schemas", name, {})
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"])
+@pytest.mark.parametrize("prefix", ["", "lab_", "my_pipeline_", "a_rather_long_project_prefix_"])
+def test_add_schema_bounds_the_length_as_the_hook_does(pre_gen, backend, prefix):
+    scaffold = pre_gen.load_template_scaffold(SCAFFOLD / "scaffold.py")
+    context = {"database_backend": backend, "schema_prefix": prefix}
+    for name in [*("s" * n for n in range(1, 60)), *("u_" * n + "v" for n in range(1, 30))]:
+        refused = "; rule schema-length: " in pre_gen.problem("schemas", name, context)
+        assert bool(scaffold.length_problem(name, prefix, backend)) == refused, name
+
+
+def test_add_schema_refuses_in_one_line(pre_gen, cookies):
+    result = cookies.bake(extra_context={"schemas": "subject; session <- subject"})
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    scaffold = pre_gen.load_template_scaffold(project / "src/workflow/toolkit/scaffold.py")
+    before = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
+    tables = {"subject": ["Subject"], "session": ["Session"]}
+    cases = {
+        "toolkit": "'toolkit' is reserved: ",
+        "version": "'version' is reserved: ",
+        "worker": "'worker' is reserved: ",
+        "s" * 43: "43 characters, 42 at most fit after the prefix 'my_pipeline_' on mysql",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ValueError, match=re.escape(message)) as caught:
+            scaffold.add_schema(project / "src" / "workflow", project / "tests", name,
+                                ["subject"], tables=tables, blob="<blob@main>",
+                                prefix="my_pipeline_")  # fmt: skip
+        assert "\n" not in str(caught.value)
+    after = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
+    assert after == before
+    for name in ("backup", "alerts", "s" * 42):  # toolkit modules' names are free
+        scaffold.add_schema(project / "src" / "workflow", project / "tests", name, ["subject"],
+                            tables=tables, blob="<blob@main>", prefix="my_pipeline_")  # fmt: skip
+    assert module_order(project, "workflow")[-3:] == ["backup", "alerts", "s" * 42]
+
+
 # Refused by copier as by cookiecutter: copier.yml's validators call the hook's rules.
 COPIER_REFUSED = [
     (
@@ -266,6 +335,10 @@ ACCEPTED = [
     {"object_store": "s3", "s3_endpoint": "minio:9000", "s3_bucket": "lab.data-2026"},
     {"object_store": "none", "store_location": "../ignored/without/a/store"},
     {"project_name": 'José Müller\'s "Lab" \\o/ {x}'},
+    # The toolkit's modules live in src/<package>/toolkit/: their names are free for schemas.
+    {"schemas": "backup; alerts <- backup; utils <- alerts; health <- utils"},
+    {"schemas": "dashboard; access <- dashboard; cli <- access; scaffold <- cli; drift <- cli"},
+    {"schemas": "object_store; operations <- object_store; jobs <- operations"},
 ]
 
 
@@ -302,7 +375,7 @@ def test_yaml_spec_file_on_the_command_line(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    init = (tmp_path / "my-pipeline" / "src" / "workflow" / "pipeline" / "__init__.py").read_text()
+    init = (tmp_path / "my-pipeline" / "src" / "workflow" / "__init__.py").read_text()
     assert "MODULES = (raw, clean)" in init
 
 
@@ -428,11 +501,12 @@ HOSTILE = [  # (rule, answers as on the command line)
     ("schema-shadow", {"schemas": "dj"}),
     ("schema-shadow", {"schemas": "numpy"}),
     ("schema-shadow", {"schemas": "subject; inputs <- subject"}),
-    ("schema-module", {"schemas": "utils"}),
-    ("schema-module", {"schemas": "sample_data"}),
-    ("schema-module", {"schemas": "pipeline"}),  # tests/test_pipeline.py
+    ("schema-module", {"schemas": "toolkit"}),  # the template's folder in the package
+    ("schema-module", {"schemas": "version"}),
+    ("schema-module", {"schemas": "sample_data"}),  # tests/sample_data.py
+    ("schema-module", {"schemas": "pipeline"}),  # the package's Pipeline, tests/test_pipeline.py
     ("schema-module", {"schemas": "worker"}),
-    ("schema-module", {"schemas": "object_store"}),
+    ("schema-module", {"schemas": "activate"}),
     ("package-shadow", {"package_name": "dotenv"}),
     ("package-shadow", {"package_name": "pytest"}),
     ("package-shadow", {"package_name": "pandas"}),
@@ -572,7 +646,7 @@ def test_overwrite_changes_no_file_of_the_users_when_an_answer_fails(tmp_path, c
     project = tmp_path / "out" / "my-pipeline"
     (project / "README.md").write_text("my own readme\n")
     (project / "tests" / "test_pipeline.py").write_text("def test_mine(): pass\n")
-    (project / "src" / "workflow" / "pipeline" / "subject.py").unlink()
+    (project / "src" / "workflow" / "subject.py").unlink()
     (project / "notes.txt").write_text("mine\n")
     before = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
     ok, err = bake(tmp_path, capfd, config=config, overwrite=True)
@@ -769,7 +843,7 @@ def test_unusual_projects_install_import_and_declare(unusual_projects, project_e
             text=True,
         )
         drop = (
-            f"import {package} as p; from {package} import promotion; p.activate()\n"
+            f"import {package} as p; from {package}.toolkit import promotion; p.activate()\n"
             "for m in reversed(p.MODULES): m.schema.drop(prompt=False)\n"
             "promotion.versions_schema.drop(prompt=False)"
         )

@@ -327,6 +327,8 @@ def add_schema(args: argparse.Namespace) -> int:
             blob="<blob@main>" if "main" in dj.config.stores else "<blob>",
             description=args.description,
             role=args.role,
+            prefix=pipeline.production_prefix,
+            backend=str(dj.config.database.backend),
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

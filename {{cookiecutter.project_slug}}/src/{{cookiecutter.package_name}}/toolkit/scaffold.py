@@ -55,8 +55,38 @@ FIRST_VERSION = "0.1.0"
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*\Z")
 LINE_LENGTH = 100  # ruff's line-length in pyproject.toml: the modules are written as it formats
 SAMPLE_FILE = Path("tests", "sample_data.py")  # the lab's sample rows, for tests and notebooks
-# Names in the lab's package that are not schema modules.
-RESERVED = frozenset({"toolkit", "version", "worker", "pipeline", "tests", "sample_data"})
+# Names a schema may not take: the package's own modules and folder, the names its
+# __init__.py binds, and the tests' own files. The template's pre_gen hook refuses them too.
+RESERVED = frozenset(
+    {"toolkit", "version", "worker", "pipeline", "activate", "tests", "sample_data", "conftest"}
+)
+# The hook's schema-length rule: the production prefix, 8 characters for a development
+# prefix, the tests' 19-character prefixes and the longest starter table's 10 must leave
+# room for the name within the backend's limit; on MySQL each '_' counts twice.
+IDENTIFIER_LIMIT = {"mysql": 64, "postgresql": 63}
+DEVELOPMENT_PREFIX_ROOM = 8
+TEST_PREFIX_ROOM = 19
+TABLE_NAME_ROOM = 10
+
+
+def identifier_length(text: str, backend: str) -> int:
+    """The length a name counts for: on MySQL each '_' twice, as grants escape it ('\\_')."""
+    return len(text) + (text.count("_") if backend != "postgresql" else 0)
+
+
+def length_problem(name: str, prefix: str, backend: str) -> str:
+    """What is wrong with the length of a schema name after this prefix, or ""."""
+    limit = IDENTIFIER_LIMIT.get(backend, min(IDENTIFIER_LIMIT.values()))
+    before = identifier_length(prefix, backend) + DEVELOPMENT_PREFIX_ROOM
+    room = limit - max(before, TEST_PREFIX_ROOM, TABLE_NAME_ROOM)
+    length = identifier_length(name, backend)
+    if length <= room:
+        return ""
+    return (
+        f"{name!r} counts {length} characters"
+        + (" (each '_' twice)" if length > len(name) else "")
+        + f", {max(room, 0)} at most fit after the prefix {prefix!r} on {backend}"
+    )
 
 
 def camel(name: str) -> str:
@@ -744,6 +774,8 @@ def add_schema(
     blob: str,
     description: str = "",
     role: str = "",
+    prefix: str = "",
+    backend: str = "mysql",
 ) -> list[Path]:
     """Add one schema module downstream of existing ones, with its test; returns new files.
 
@@ -752,7 +784,8 @@ def add_schema(
     foreign key to the last table of each upstream schema; a new root gets a Manual
     table and sample rows. The schema is appended to MODULES and SCHEMA_VERSIONS, after
     every schema it depends on, and to the `schemas` answer in .cruft.json. Existing
-    schema modules are not touched; nothing is written if anything is wrong.
+    schema modules are not touched; nothing is written if anything is wrong. `prefix`
+    (the production prefix) and `backend` bound the name's length as the template did.
     """
     project = tests_dir.parent
     paths = {
@@ -765,7 +798,9 @@ def add_schema(
     if not IDENTIFIER.match(name) or keyword.iskeyword(name):
         raise ValueError(f"{name!r} is not a valid schema name (lowercase letters, digits, _)")
     if name in RESERVED:
-        raise ValueError(f"{name!r} is taken by the package itself; reserved: {', '.join(sorted(RESERVED))}")
+        raise ValueError(f"{name!r} is reserved: {', '.join(sorted(RESERVED))} are the package's")
+    if length_problem(name, prefix, backend):
+        raise ValueError(length_problem(name, prefix, backend))
     if name in modules or (package_dir / f"{name}.py").exists() or (package_dir / name).exists():
         raise ValueError(f"{name!r} exists already")
     unknown = [parent for parent in upstream if parent not in modules]
