@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import glob
 import importlib.util
 import os
@@ -385,13 +386,34 @@ def module_order(project: Path, package: str) -> list[str]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `first` are handed out before the others."""
+    # A stable sort: apart from the `first` ones, the tests stay in the order collected.
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: without xdist, not called
+def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist (`--dist loadgroup`): the tests of a module share a worker, so its
     module-scoped renders and installs are made once, unless the module spreads its tests
     over the workers (`SPREAD_OVER_WORKERS = True`: long independent tests, each of which
-    installs what it needs). Tests marked `first` are handed out before the others."""
-    # A stable sort: apart from the `first` ones, the tests stay in the order collected.
-    items.sort(key=lambda item: item.get_closest_marker("first") is None)
-    for item in items:
-        module = item.module
-        if not getattr(module, "SPREAD_OVER_WORKERS", False):
-            item.add_marker(pytest.mark.xdist_group(module.__name__))
+    installs what it needs).
+
+    A scheduler of our own: xdist's loadgroup marks groups by renaming test ids
+    (`item._nodeid`), which pytest 9.2 no longer reads, so every test went its own way and
+    each worker rendered and installed a module's project again."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    @functools.cache
+    def spread(path: str) -> bool:
+        source = Path(config.rootpath, path)
+        text = source.read_text(encoding="utf-8") if source.is_file() else ""
+        return "\nSPREAD_OVER_WORKERS = True" in text
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if spread(path) else path
+
+    return ByModule(config, log)

@@ -3,9 +3,10 @@
 A rendered project's schema modules are replaced by a realistic pipeline written
 here (Lookup contents, Part tables, enums, dates, attach, json, a manual task table
 between two computed tables, `key_source` as a property). Only the lab's files
-change: the pipeline subpackage (modules, sample data, versions) and the tests of
-the replaced tables. The rest of the generated suite (the template's framework
-tests) must pass unchanged on MariaDB, PostgreSQL and the embedded database.
+change: the schema modules and versions in the package, the sample data and the tests
+of the replaced tables. The rest of the generated suite (the template's framework
+tests and the toolkit's smoke test) must pass unchanged on MariaDB, PostgreSQL and the
+embedded database.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ SAMPLE_DATA = '''
     import datetime
     from pathlib import Path
 
-    from . import ephys, session, subject
+    from daytwo import ephys, session, subject
 
     SAMPLE_DATA = [
         {
@@ -288,7 +289,7 @@ SAMPLE_DATA = '''
 LAB_TEST = '''
     """The lab's own tests of its tables."""
 
-    from daytwo.pipeline import analysis, ephys
+    from daytwo import analysis, ephys
 
 
     def test_only_probes_with_electrodes_are_recorded(pipeline):
@@ -303,12 +304,12 @@ LAB_TEST = '''
 
 def replace_pipeline(project: Path) -> None:
     """Write the lab's pipeline over the starter one: only the lab's files change."""
-    pipeline = project / "src" / PACKAGE / "pipeline"
+    pipeline = project / "src" / PACKAGE
     names = list(MODULES)
     for name, source in MODULES.items():
         (pipeline / f"{name}.py").write_text(textwrap.dedent(source).lstrip(), encoding="utf-8")
         (project / "tests" / f"test_{name}.py").unlink()
-    (pipeline / "sample_data.py").write_text(
+    (project / "tests" / "sample_data.py").write_text(
         textwrap.dedent(SAMPLE_DATA).lstrip(), encoding="utf-8"
     )
     (project / "tests" / "test_lab.py").write_text(
@@ -328,9 +329,7 @@ def day_two_project(cookies_session, project_env):
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     # The starter pipeline has these schemas; the lab keeps the graph, replaces the tables.
-    assert {path.stem for path in (project / "src" / PACKAGE / "pipeline").glob("*.py")} >= set(
-        MODULES
-    )
+    assert {path.stem for path in (project / "src" / PACKAGE).glob("*.py")} >= set(MODULES)
     replace_pipeline(project)
     install(project_env, project)
     # add-schema writes its module against the lab's tables, not the starter ones.
@@ -343,7 +342,7 @@ def day_two_project(cookies_session, project_env):
         check=False,
     )
     assert added.returncode == 0, added.stderr
-    qc = (project / "src" / PACKAGE / "pipeline" / "qc.py").read_text()
+    qc = (project / "src" / PACKAGE / "qc.py").read_text()
     assert "-> ephys.Curation" in qc and "-> imaging.Scan" in qc
     return project
 
@@ -355,5 +354,5 @@ def test_framework_tests_pass_after_the_lab_replaces_its_tables(
     result = run_project_tests(project_env, day_two_project, backend)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
-    assert "skipped" not in result.stdout  # the store test found the lab's stored attributes
+    assert "skipped" not in result.stdout
     print(result.stdout.splitlines()[-1])
