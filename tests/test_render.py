@@ -15,6 +15,8 @@ import yaml
 from conftest import TEMPLATE, load_module, module_order
 
 DEFAULT_ORDER = ["subject", "session", "ephys", "imaging", "analysis"]
+# What src/<package>/ holds besides the schema modules: the toolkit is the template's folder.
+PACKAGE_OWN = {"__init__.py", "__main__.py", "worker.py", "version.py", "toolkit/"}
 DEFAULT_UPSTREAM = {
     "subject": set(),
     "session": {"subject"},
@@ -30,9 +32,22 @@ def bake(cookies, **context):
     return Path(result.project_path)
 
 
+def package_contents(project: Path, package: str) -> set[str]:
+    """What src/<package>/ holds: schema modules by name, other files as `x.py`, folders as `x/`."""
+    schemas = set(module_order(project, package))
+    return {
+        f"{path.name}/"
+        if path.is_dir()
+        else path.stem
+        if path.suffix == ".py" and path.stem in schemas
+        else path.name
+        for path in (project / "src" / package).iterdir()
+    }
+
+
 def imported_upstream(project: Path, package: str, schema: str) -> set[str]:
     """Modules a schema module imports with `from . import ...`."""
-    tree = ast.parse((project / "src" / package / "pipeline" / f"{schema}.py").read_text())
+    tree = ast.parse((project / "src" / package / f"{schema}.py").read_text())
     return {
         alias.name
         for node in tree.body
@@ -43,7 +58,7 @@ def imported_upstream(project: Path, package: str, schema: str) -> set[str]:
 
 def foreign_key_modules(project: Path, package: str, schema: str) -> set[str]:
     """Modules the table definitions of a schema module point to (`-> module.Table`)."""
-    source = (project / "src" / package / "pipeline" / f"{schema}.py").read_text()
+    source = (project / "src" / package / f"{schema}.py").read_text()
     return set(re.findall(r"^\s*->\s*(\w+)\.\w+", source, flags=re.MULTILINE))
 
 
@@ -72,7 +87,7 @@ def cookiecutter_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_default_project(cookies):
     project = bake(cookies)
     assert project.name == "my-pipeline"
-    package = project / "src" / "workflow" / "pipeline"
+    package = project / "src" / "workflow"
     for path in [
         "datajoint.json",
         ".secrets/README.md",
@@ -85,8 +100,8 @@ def test_default_project(cookies):
         "notebooks/02-analysis.ipynb",
         "tests/conftest.py",
         "tests/test_pipeline.py",
-        "src/workflow/pipeline/version.py",
-        "src/workflow/pipeline/sample_data.py",
+        "tests/sample_data.py",
+        "tests/test_toolkit.py",
     ]:
         assert (project / path).is_file(), path
     assert module_order(project, "workflow") == DEFAULT_ORDER
@@ -96,10 +111,11 @@ def test_default_project(cookies):
         assert imported_upstream(project, "workflow", schema) == upstream
         assert foreign_key_modules(project, "workflow", schema) == upstream
     assert not (project / ".pipeline-plan.json").exists()
+    assert package_contents(project, "workflow") == {*DEFAULT_ORDER, *PACKAGE_OWN}
 
 
 def test_generated_tables_follow_the_guide(cookies):
-    package = bake(cookies) / "src" / "workflow" / "pipeline"
+    package = bake(cookies) / "src" / "workflow"
     assert "class Subject(dj.Manual)" in (package / "subject.py").read_text()
     session = (package / "session.py").read_text()
     assert "class Session(dj.Manual)" in session
@@ -119,7 +135,7 @@ def test_generated_tables_follow_the_guide(cookies):
 
 def test_schema_versions_and_configuration(cookies):
     project = bake(cookies, database_backend="postgresql", database_host="db.example.org")
-    version = ast.parse((project / "src" / "workflow" / "pipeline" / "version.py").read_text())
+    version = ast.parse((project / "src" / "workflow" / "version.py").read_text())
     versions = next(
         node.value
         for node in version.body
@@ -176,7 +192,7 @@ def test_option_combinations(cookies, options):
     config = json.loads((project / "datajoint.json").read_text())
     if options["object_store"] == "none":
         assert "stores" not in config
-        assert "<blob>" in (project / "src" / "workflow" / "pipeline" / "ephys.py").read_text()
+        assert "<blob>" in (project / "src" / "workflow" / "ephys.py").read_text()
     else:
         assert config["stores"]["default"] == "main"
         assert config["stores"]["main"]["protocol"] == options["object_store"]
@@ -204,6 +220,7 @@ def test_spec_on_the_command_line(tmp_path):
     project = tmp_path / "my-pipeline"
     assert module_order(project, "lab") == ["mouse", "scan", "stats"]
     assert imported_upstream(project, "lab", "stats") == {"scan", "mouse"}
+    assert package_contents(project, "lab") == {"mouse", "scan", "stats", *PACKAGE_OWN}
 
 
 MOUSE_DOC = 'Mice of the "colony" \\o/ with """triple""" quotes, ending in a "quote"'
@@ -235,11 +252,11 @@ def test_structured_spec_in_a_config_file(tmp_path):
     project = tmp_path / "my-pipeline"
     assert module_order(project, "lab") == ["mouse", "scan", "stats"]
     assert (
-        ast.get_docstring(ast.parse((project / "src/lab/pipeline/mouse.py").read_text()))
+        ast.get_docstring(ast.parse((project / "src/lab/mouse.py").read_text()))
         == MOUSE_DOC
     )
     assert (
-        ast.get_docstring(ast.parse((project / "src/lab/pipeline/stats.py").read_text()))
+        ast.get_docstring(ast.parse((project / "src/lab/stats.py").read_text()))
         == "Statistics across scans."
     )
 
@@ -262,6 +279,7 @@ def test_add_schema_keeps_the_cruft_answers_in_step(tmp_path, pre_gen):
         / "{{cookiecutter.project_slug}}"
         / "src"
         / "{{cookiecutter.package_name}}"
+        / "toolkit"
         / "scaffold.py"
     )
     schema = {"name": "qc", "upstream": ["ephys"], "description": "", "role": "analysis"}
@@ -367,9 +385,9 @@ def test_readme_shows_the_pipeline_diagram(cookies):
 
 def test_add_schema_appends_one_module_in_dependency_order(cookies):
     project = bake(cookies, schemas="b; a; end <- a, b")
-    scaffold = load_module(project / "src" / "workflow" / "scaffold.py")
-    pipeline = project / "src" / "workflow" / "pipeline"
-    before = {path: path.read_text() for path in pipeline.glob("[a-z]*.py")}
+    scaffold = load_module(project / "src" / "workflow" / "toolkit" / "scaffold.py")
+    package = project / "src" / "workflow"
+    before = {path: path.read_text() for path in package.glob("[a-z]*.py")}
     tables = {"a": ["A"], "b": ["B"], "end": ["End"]}  # what the CLI reads from the package
 
     def add(name, upstream):
@@ -390,7 +408,7 @@ def test_add_schema_appends_one_module_in_dependency_order(cookies):
     for path, text in before.items():  # existing schema modules are untouched
         if path.stem in {"a", "b", "end"}:
             assert path.read_text() == text
-    assert "rig.Rig" in (pipeline / "sample_data.py").read_text()
+    assert "rig.Rig" in (project / "tests" / "sample_data.py").read_text()
     assert '    end_["end"] --> extra' in (project / "README.md").read_text()
     with pytest.raises(ValueError, match="unknown upstream"):
         add("x", ["nope"])
@@ -404,14 +422,14 @@ def test_add_schema_keeps_long_imports_formatted(cookies):
     """A root whose name makes sample_data.py's import too long for one line."""
     roots = [f"{name}_recordings_session" for name in ("alpha", "beta", "gamma")]
     project = bake(cookies, schemas="; ".join(roots))
-    scaffold = load_module(project / "src" / "workflow" / "scaffold.py")
+    scaffold = load_module(project / "src" / "workflow" / "toolkit" / "scaffold.py")
     package = project / "src" / "workflow"
     tables = {root: [root.title().replace("_", "")] for root in roots}
     scaffold.add_schema(
         package, project / "tests", "delta_recordings_session", [], tables=tables, blob=""
     )
-    sample = (package / "pipeline" / "sample_data.py").read_text()
-    assert "from . import (\n    alpha_recordings_session,\n" in sample
+    sample = (project / "tests" / "sample_data.py").read_text()
+    assert "from workflow import (\n    alpha_recordings_session,\n" in sample
     assert "    delta_recordings_session,\n    gamma_recordings_session,\n)" in sample
     assert_ruff_clean(project, "check")
     assert_ruff_clean(project, "format", "--check")
