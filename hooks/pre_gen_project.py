@@ -51,9 +51,10 @@ GIVEN_ANSWERS = r"""{{ _cookiecutter | default({}) | tojson }}"""
 PLAN_FILE = ".pipeline-plan.json"
 
 TEXT_LIMIT = 256
-# The longest prefixes the project's own tests use, 19 characters either way: the throwaway
-# prefix test_<6 hex>_ with ro<4 hex>_ added (test_operations.py), and on MySQL the grant
+# The longest prefixes the toolkit's tests use, 19 characters either way: the throwaway
+# prefix test_<6 hex>_ with ro<4 hex>_ added (its operation tests), and on MySQL the grant
 # pattern of its development set, dev\_test\_<6 hex>\_ (access.py escapes each '_').
+# The toolkit's scaffold (add-schema) applies the same length rule: length_problem().
 TEST_PREFIX_ROOM = 19
 NAME_LIMIT = 64
 PACKAGE_LIMIT = 32  # longer names push generated lines over ruff's 100 columns

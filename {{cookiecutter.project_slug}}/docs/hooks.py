@@ -4,7 +4,8 @@
 - Mermaid itself (mermaid.min.js, from the mmdc package of the docs extra) is copied into
   the site's assets, so the pages draw their diagrams with no network and no CDN;
 - the <!-- table-diagram --> marker of tables.md becomes the table-level diagram that
-  DataJoint draws from the declared schemas ({{ cookiecutter.package_name }}.diagram).
+  DataJoint draws from the declared schemas ({{ cookiecutter.package_name }}.toolkit.diagram,
+  which importing builds the lab's pipeline from {{ cookiecutter.package_name }}/__init__.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,6 @@ def on_files(files, config):
 def on_page_markdown(markdown, page, config, files):
     if TABLE_DIAGRAM not in markdown:
         return markdown
-    from {{ cookiecutter.package_name }}.diagram import pipeline_markdown
+    from {{ cookiecutter.package_name }}.toolkit.diagram import pipeline_markdown
 
     return markdown.replace(TABLE_DIAGRAM, pipeline_markdown())
