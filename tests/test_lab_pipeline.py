@@ -1,13 +1,16 @@
 """Day two with a real lab's code: the pipeline in tests/lab_pipeline/ replaces the starter.
 
-tests/lab_pipeline/ is the schema modules of a lab as it writes DataJoint 2.x: seven schemas
+tests/lab_pipeline/ is a lab's package as it writes DataJoint 2.x (src/labflow/: its
+__init__.py building the toolkit's Pipeline, version.py, __main__.py, worker.py and seven
+schema modules; tests/sample_data.py): seven schemas
 (lab, subject, session, ephys, imaging, a merge table `activity` whose Part tables point to
 ephys and imaging, analysis), Lookups with contents, Parts, key_source, composite keys,
 nullable and renamed foreign keys, json, `<blob>`, `<blob@main>`, `<attach@main>` and numpy
 make()s, with its sample data and schema versions. It is a plain folder of modules: dropping
-it into a render is a copy. In that render:
+it into a render (which adds the toolkit) is a copy. In that render:
 
-- the generated suite's framework tests pass on MariaDB and PostgreSQL (the lab's accounts);
+- the generated suite (framework tests, toolkit smoke test) passes on MariaDB and PostgreSQL
+  (the lab's accounts);
 - `check` finds nothing after a fresh declare, and reports every real change (a table of
   cases) on both servers, while spellings of the same definition are not changes;
 - ruff (check, format) and mypy pass on the lab's modules with the generated configuration.
@@ -24,24 +27,40 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import clean_environment, install, package_of, run_project_tests, scram_psql
+from conftest import (
+    clean_environment,
+    install,
+    package_of,
+    run_project_tests,
+    scram_psql,
+    unexpected_skips,
+)
 
 pytestmark = pytest.mark.slow
 
-LAB = Path(__file__).parent / "lab_pipeline"
 PACKAGE = "labflow"
+LAB = Path(__file__).parent / "lab_pipeline"
+LAB_PACKAGE = LAB / "src" / PACKAGE
+# The lab's package but its schema modules: what a generated package also has.
+PACKAGE_FILES = {"__init__", "__main__", "worker", "version"}
+
+
+def schema_modules(package: Path) -> list[Path]:
+    """The schema modules of a package folder (the toolkit folder aside)."""
+    return [path for path in package.glob("*.py") if path.stem not in PACKAGE_FILES]
 
 
 def swap_in_the_lab(project: Path) -> None:
-    """Replace the starter schema modules, sample data and versions by the lab's, and the
-    starter tables' tests (the lab's own to delete), then redraw the README's diagrams."""
-    package = package_of(project)
-    pipeline = project / "src" / package / "pipeline"
-    for module in pipeline.glob("*.py"):
+    """Replace the starter schema modules (and the starter tables' tests, the lab's own to
+    delete), the package's __init__.py, version.py and the sample data by the lab's; the
+    toolkit folder stays as rendered."""
+    package = project / "src" / package_of(project)
+    for module in schema_modules(package):
         (project / "tests" / f"test_{module.stem}.py").unlink(missing_ok=True)
         module.unlink()
-    for source in LAB.glob("*.py"):
-        shutil.copy(source, pipeline / source.name)
+    for source in LAB_PACKAGE.glob("*.py"):
+        shutil.copy(source, package / source.name)
+    shutil.copy(LAB / "tests" / "sample_data.py", project / "tests" / "sample_data.py")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +73,7 @@ def lab_project(cookies_session, project_env) -> Path:
     swap_in_the_lab(project)
     install(project_env, project)
     redraw = subprocess.run(
-        [str(project_env / "bin" / "python"), "-m", f"{PACKAGE}.scaffold"],
+        [str(project_env / "bin" / "python"), "-m", f"{PACKAGE}.toolkit.scaffold"],
         cwd=project,
         capture_output=True,
         text=True,
@@ -80,15 +99,12 @@ def lab_member(lab_accounts, backend: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
 def test_framework_tests_pass_on_the_lab_pipeline(lab_project, project_env, lab_accounts, backend):
-    """Every generated test but the starter tables' own passes unchanged: the ones that
-    delete, restore or count choose their rows from the lab's graph (the store test's delete
-    reaches the merge table's Part tables)."""
+    """Every generated test but the starter tables' own passes unchanged on the lab's
+    graph: the framework tests, and the toolkit's commands on its tables."""
     result = run_project_tests(project_env, lab_project, lab_member(lab_accounts, backend))
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
-    skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
-    # Only test_access may skip: a lab member's account may not create users.
-    assert all("test_access.py" in line for line in skipped), skipped
+    assert not unexpected_skips(result), result.stdout[-3000:]
 
 
 # -- check: real changes, and only those ----------------------------------------------------------
@@ -156,8 +172,8 @@ def test_check_reports_real_changes_and_nothing_else(lab_project, project_env, l
     account = lab_accounts[backend]
     prefix = f"{account.prefix}chk{secrets.token_hex(2)}_"
     env = clean_environment(**account.env, LABFLOW_SCHEMA_PREFIX=prefix)
-    pipeline = lab_project / "src" / PACKAGE / "pipeline"
-    originals = {path: path.read_text() for path in pipeline.glob("*.py")}
+    pipeline = lab_project / "src" / PACKAGE
+    originals = {path: path.read_text() for path in schema_modules(pipeline)}
 
     def command(*args: str) -> subprocess.CompletedProcess:
         done = subprocess.run([str(project_env / "bin" / "python"), "-m", PACKAGE, *args],
@@ -237,16 +253,16 @@ def test_ruff_and_mypy_accept_the_lab_pipeline(lab_project, project_env):
     (no SIM118 rewrite to iterating rows), and `A & key`, `A * B`, `A - B`, `A.proj()` on
     table classes type-check, with DataJoint installed (the lab's environment) or not (the
     pre-commit hook's)."""
-    pipeline = f"src/{PACKAGE}/pipeline"
-    sources = "\n".join(path.read_text() for path in LAB.glob("*.py"))
+    pipeline = [str(path.relative_to(LAB)) for path in LAB_PACKAGE.glob("*.py")]
+    sources = "\n".join(path.read_text() for path in LAB_PACKAGE.glob("*.py"))
     for idiom in (".keys()", ".proj()", " & ", " * ", " - "):
         assert idiom in sources, f"the lab pipeline no longer uses {idiom!r}"
     tools = Path(sys.executable).parent  # the template's own ruff and mypy: no DataJoint here
     runs = [
-        [str(project_env / "bin" / "ruff"), "check", "--no-cache", pipeline],
-        [str(project_env / "bin" / "ruff"), "format", "--check", "--no-cache", pipeline],
-        [str(project_env / "bin" / "mypy"), "--no-incremental", pipeline],
-        [str(tools / "mypy"), "--no-incremental", pipeline],
+        [str(project_env / "bin" / "ruff"), "check", "--no-cache", *pipeline],
+        [str(project_env / "bin" / "ruff"), "format", "--check", "--no-cache", *pipeline],
+        [str(project_env / "bin" / "mypy"), "--no-incremental", *pipeline],
+        [str(tools / "mypy"), "--no-incremental", *pipeline],
     ]
     for command in runs:
         done = subprocess.run(command, cwd=lab_project, capture_output=True, text=True,
@@ -312,7 +328,7 @@ def test_the_backend_exceptions_the_readmes_name(cookies_session, project_env, l
         text = " ".join(readme.read_text().split())
         assert "a `uuid` attribute cannot be inserted" in text, readme
     starter = cookies_session.bake(extra_context={"package_name": "starter"})
-    modules = (Path(starter.project_path) / "src" / "starter" / "pipeline").glob("*.py")
+    modules = schema_modules(Path(starter.project_path) / "src" / "starter")
     sources = "\n".join(module.read_text() for module in modules)
     assert not re.search(r":\s*(uuid|bytes|<attach>)", sources)
 
@@ -321,7 +337,7 @@ def test_the_backend_exceptions_the_readmes_name(cookies_session, project_env, l
 
 DIAGRAM = """
 import json, sys
-from labflow import diagram
+from labflow.toolkit import diagram
 with diagram.declared_pipeline():
     print(json.dumps([diagram.tables_markdown(), diagram.tables_markdown(large=int(sys.argv[1]))]))
 """
