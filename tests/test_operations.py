@@ -128,16 +128,18 @@ EXPECTED = [
 ]
 
 FILL = f"""
-import {PACKAGE}
-from {PACKAGE}.pipeline import ephys
-{PACKAGE}.activate()
-{PACKAGE}.insert_sample_data()  # subjects and sessions
+import sys
+sys.path.insert(0, "tests")
+from sample_data import SAMPLE_DATA
+from {PACKAGE} import ephys, pipeline
+pipeline.activate()
+pipeline.insert_sample_data(SAMPLE_DATA)  # subjects and sessions
 sessions = ephys.session.Session.proj().to_dicts()
 ephys.ProbeInsertion.insert(
     {{**key, "probe_type": "neuropixels1", "inserted_on": "2026-01-0" + str(i + 1)}}
     for i, key in enumerate(sessions[:-1])  # the last session waits for its probe
 )
-for table in {PACKAGE}.auto_tables():
+for table in pipeline.auto_tables():
     table.populate(reserve_jobs=True)
 """
 
@@ -153,7 +155,7 @@ def project(cookies_session, project_env) -> Path:
     )
     assert result.exit_code == 0, result.exception
     path = Path(result.project_path)
-    (path / "src" / PACKAGE / "pipeline" / "ephys.py").write_text(EPHYS)
+    (path / "src" / PACKAGE / "ephys.py").write_text(EPHYS)
     install(project_env, path)
     return path
 
@@ -175,7 +177,7 @@ def test_check_status_and_reset_on_a_realistic_pipeline(project, project_env, ba
         assert f"schemas: {prefix}* (personal)" in done.stderr
         return done
 
-    module = project / "src" / PACKAGE / "pipeline" / "ephys.py"
+    module = project / "src" / PACKAGE / "ephys.py"
     module.write_text(EPHYS)
     try:
         assert command("declare").returncode == 0
