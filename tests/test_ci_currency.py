@@ -8,8 +8,8 @@ generated one is a Jinja file Dependabot cannot parse: an action both use must b
 same version in both, so a Dependabot update of the template's workflow fails this test
 until the generated workflow follows. A render then keeps itself current: its
 dependabot.yml covers the actions, the pinned Python tools (the pre-commit hooks' ones via
-the dev extra) and every image (the CI servers via .github/docker-compose.ci.yaml); its
-tests/test_tooling.py holds the copies equal.
+the dev extra) and every image (the CI servers via .github/docker-compose.ci.yaml);
+tests/test_standards.py checks on renders that the copies are equal.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ MINIMUM_MAJORS = {
     "actions/cache": 6,
     "actions/upload-pages-artifact": 5,
     "actions/deploy-pages": 5,
+    # the template's release of the toolkit wheel (.github/workflows/release-toolkit.yml):
+    # upload-artifact v7, download-artifact v8, gh-action-pypi-publish v1 (1.14.2)
+    "actions/upload-artifact": 7,
+    "actions/download-artifact": 8,
+    "pypa/gh-action-pypi-publish": 1,
 }
 # Database servers: MySQL's LTS (8.0 reached its end of life in April 2026), PostgreSQL's
 # newest major, MariaDB's LTS of Debian 12 (the servers the template's tests are written on).

@@ -50,9 +50,9 @@ DATAJOINT_VARIABLES = {
 HOSTILE_PASSWORD = "p'q\"r#s!t%u\\v é;&x"
 OLDEST_KUBERNETES = "1.33.0"  # backoffLimitPerIndex and podFailurePolicy are GA from 1.33
 OVERLAYS = ("dev", "prod")
-# The worker probe everywhere: health.py by its path in the image (docker/Dockerfile copies
-# src/ to /app/src), so that it does not import the pipeline.
-PROBE = ["python", "-P", f"/app/src/{PACKAGE}/health.py"]
+# The worker probe everywhere: the toolkit's health.py by its path in the image
+# (docker/Dockerfile copies src/ to /app/src), so that it does not import the pipeline.
+PROBE = ["python", "-P", f"/app/src/{PACKAGE}/toolkit/health.py"]
 
 
 def tool(name: str) -> str:
@@ -334,7 +334,7 @@ def test_compose_agrees_with_the_project(project):
     assert worker["healthcheck"]["test"] == ["CMD", *PROBE]
     assert f"HEALTHCHECK CMD {json.dumps(PROBE)}" in re.sub(r"--\S+ |\\\n\s*", "", dockerfile)
     assert "COPY src/ ./src/" in dockerfile and "WORKDIR /app" in dockerfile
-    assert (project / "src" / PACKAGE / "health.py").is_file()
+    assert (project / "src" / PACKAGE / "toolkit" / "health.py").is_file()
 
 
 def test_credentials_come_from_the_env_file_only(project):
@@ -490,7 +490,8 @@ def test_production_workers_declare_nothing_and_report_their_health(
         for probe in probes:
             healthy = check(probe)
             assert healthy.returncode == 0, healthy.stderr
-        unreachable = check([str(python), "-m", f"{PACKAGE}.health", "--database"], DJ_PORT="1")
+        health = [str(python), "-m", f"{PACKAGE}.toolkit.health", "--database"]
+        unreachable = check(health, DJ_PORT="1")
         assert unreachable.returncode == 1
         assert "unhealthy: database unreachable" in unreachable.stderr
         assert "Traceback" not in unreachable.stderr

@@ -108,9 +108,7 @@ def build(cookies_session, venv: Path, spec: str) -> tuple[Path, Path]:
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     if spec == "lab":
-        with (project / "src" / "docslab" / "pipeline" / "mouse.py").open(
-            "a", encoding="utf-8"
-        ) as module:
+        with (project / "src" / "docslab" / "mouse.py").open("a", encoding="utf-8") as module:
             module.write(LAB_TABLES)
     python = str(venv / "bin" / "python")
     subprocess.run(
@@ -195,7 +193,8 @@ def test_quoted_postgresql_names_are_made_drawable(built, project_env, tmp_path)
     script = (
         "import functools, json, operator, sys\n"
         "import datajoint as dj\n"
-        "from docslab import MODULES, diagram\n"
+        "from docslab import MODULES\n"
+        "from docslab.toolkit import diagram\n"
         "with diagram.declared_pipeline():\n"
         "    raw = functools.reduce(operator.add, (dj.Diagram(m.schema, context={}) "
         "for m in MODULES)).make_mermaid()\n"
