@@ -1,0 +1,40 @@
+"""The fixtures themselves: two packages side by side, each combination declared and filled."""
+
+import pytest
+
+SPREAD_OVER_WORKERS = True  # grouped by database and project (see conftest.py)
+
+
+def test_two_packages_have_their_own_toolkit(projects):
+    starter, lab = projects["starter"], projects["lab"]
+    assert starter.package != lab.package
+    assert starter.tk.cli is not lab.tk.cli
+    assert starter.tk.project.pipeline.package == starter.package
+    assert lab.tk.project.pipeline.package == lab.package
+    # The source exists once: both packages' toolkit is the template's folder.
+    assert starter.tk.cli.__file__.endswith("/toolkit/cli.py")
+    assert len(starter.pipeline.modules) == 5
+    assert len(lab.pipeline.modules) == 7
+
+
+@pytest.mark.parametrize("kind", ["starter", "lab"])
+def test_main_uses_the_pipeline_it_is_given(projects, kind, capsys):
+    """cli.main(pipeline, argv) acts on that pipeline, whichever package was built last."""
+    chosen = projects[kind]
+    other = projects["lab" if kind == "starter" else "starter"]
+    assert other.tk.cli.main(other.pipeline, ["names"]) == 0  # the other one in between
+    capsys.readouterr()
+    assert chosen.tk.cli.main(chosen.pipeline, ["names"]) == 0
+    names = {line.split()[0] for line in capsys.readouterr().out.splitlines() if "->" in line}
+    assert names == set(chosen.pipeline.graph)
+    assert chosen.tk.project.pipeline.package == chosen.package
+    assert other.tk.project.pipeline.package == other.package  # each toolkit its own
+
+
+def test_every_combination_is_declared_and_populated(pipeline, database):
+    for table in pipeline.auto_tables():
+        remaining, total = table().progress()
+        assert remaining == 0 and total > 0, table.__name__
+    assert all(name.startswith(pipeline.schema_prefix()) for name in pipeline.schema_names().values())
+    if database.account is not None:
+        assert pipeline.schema_prefix().startswith(database.account.prefix + "test_")
