@@ -40,7 +40,9 @@ import pytest
 from conftest import Credentials, clean_environment, leftover_schemas, load_hook
 
 TEMPLATE = Path(__file__).resolve().parents[2]
-TOOLKIT = TEMPLATE / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}" / "toolkit"
+TOOLKIT = (
+    TEMPLATE / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}" / "toolkit"
+)
 PACKAGE_TEMPLATE = TOOLKIT.parent
 LAB = TEMPLATE / "tests" / "lab_pipeline"
 BACKEND_NAMES = ("mariadb", "postgresql", "embedded")

@@ -35,6 +35,8 @@ def test_every_combination_is_declared_and_populated(pipeline, database):
     for table in pipeline.auto_tables():
         remaining, total = table().progress()
         assert remaining == 0 and total > 0, table.__name__
-    assert all(name.startswith(pipeline.schema_prefix()) for name in pipeline.schema_names().values())
+    assert all(
+        name.startswith(pipeline.schema_prefix()) for name in pipeline.schema_names().values()
+    )
     if database.account is not None:
         assert pipeline.schema_prefix().startswith(database.account.prefix + "test_")
