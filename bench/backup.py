@@ -2,9 +2,11 @@
 
     python bench/backup.py [--trials 300] [--rows 20000] [--backend mysql|postgresql]
                            [--project PATH --python PATH --package NAME] [--prefix PREFIX]
+                           [--tiny]
 
 Renders a project (or uses an installed one: --project, --python, --package), fills the
-starter pipeline with its sample data and stored objects, and adds a table of `--rows` rows of
+starter pipeline with its sample data (tests/sample_data.py) and stored objects, and adds a
+table of `--rows` rows of
 about 4 kB each under a second prefix. Then:
 
 - kills (SIGKILL) `python -m <package> backup` at a moment drawn uniformly from the time it
@@ -14,11 +16,14 @@ about 4 kB each under a second prefix. Then:
   all be accepted.
 - restores a small and a large backup and compares the peak memory of the two restores
   (the python process's maximum resident size): the goal is a ratio near 1 while the dumps'
-  sizes differ many times, as restore streams the dumps.
+  sizes differ many times, as restore streams the dumps. The last lines are the ratios:
+  incomplete archives accepted per trial (goal 0) and peak memory, large / small (goal
+  <= 1.25x).
 
 The database is reached with the DJ_* variables in the environment (default: this machine's
 MariaDB as root, or PostgreSQL as postgres). A benchmark, not a test: it exits 0 unless a
-step fails, whatever the counts.
+step fails, whatever the counts. --tiny: 3 trials, 300 rows (what the template's own suite
+runs).
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import json
 import os
 import random
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,13 +40,11 @@ import tempfile
 import time
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parents[1]
+from _common import SERVERS, environment, prepare, ratio
+
 PACKAGE = "benchbackup"
 MANIFEST = "manifest.json"
-SERVERS = {
-    "mysql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "3306", "DJ_USER": "root", "DJ_PASS": ""},
-    "postgresql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "5432", "DJ_USER": "postgres", "DJ_PASS": ""},
-}
+MEMORY_GOAL = 1.25  # peak memory of restoring the large dump / the small one
 
 # A table of bulky rows in the subject schema: a 4 kB text and a 1 kB in-table blob each.
 BULK = """
@@ -51,7 +53,7 @@ import numpy as np
 import datajoint as dj
 import {package}
 {package}.activate()
-from {package}.pipeline import subject
+from {package} import subject
 
 @subject.schema
 class Bulk(dj.Manual):
@@ -71,11 +73,21 @@ for start in range(0, rows, 500):
     )
 """
 
+# The starter pipeline's sample data, as the generated tests enter them.
+SAMPLE = """
+import sys
+sys.path.insert(0, "tests")
+import {package}
+from sample_data import SAMPLE_DATA
+{package}.activate()
+{package}.pipeline.insert_sample_data(SAMPLE_DATA)
+"""
+
 # Restore's checks on each folder: its refusal, or what the accepted archive holds.
 CHECK = """
 import json, sys
 from pathlib import Path
-from {package} import backup
+from {package}.toolkit import backup
 
 verdicts = {{}}
 for folder in sys.argv[1:]:
@@ -92,30 +104,11 @@ print(json.dumps(verdicts))
 
 DROP = """
 import sys
-from {package} import operations
+import {package}
+from {package}.toolkit import operations
 for prefix in sys.argv[1:]:
     operations.reset(operations.reset_plan(prefix))
 """
-
-
-def prepare(work: Path, backend: str) -> tuple[Path, str]:
-    """A rendered project with the default file store, installed; (project, python)."""
-    uv = shutil.which("uv") or sys.exit("uv is required: pip install uv")
-    subprocess.run(
-        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(work), str(TEMPLATE)]
-        + [f"package_name={PACKAGE}", "project_name=Bench Backup", f"database_backend={backend}"],
-        check=True,
-        capture_output=True,
-    )
-    project = work / "bench-backup"
-    subprocess.run(
-        [uv, "venv", "-q", "--python", sys.executable, str(project / ".venv")], check=True
-    )
-    python = str(project / ".venv" / "bin" / "python")
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--python", python, "-e", "."], cwd=project, check=True
-    )
-    return project, python
 
 
 class Project:
@@ -170,9 +163,10 @@ def started_writing(folder: Path, process: subprocess.Popen) -> bool:
     return True
 
 
-def kill_trials(project: Project, prefix: str, work: Path, trials: int) -> None:
+def kill_trials(project: Project, prefix: str, work: Path, trials: int) -> float:
     """SIGKILL backups at random moments while they write; count the leftovers restore's
-    checks accept."""
+    checks accept. Returns the wrong verdicts per trial (incomplete ones accepted, complete
+    ones refused)."""
     (work / "trials").mkdir()
     reference = work / "trials" / "reference"  # uninterrupted: what a complete one holds
     process = subprocess.Popen(project.backup_command(reference), cwd=project.root,
@@ -224,10 +218,14 @@ def kill_trials(project: Project, prefix: str, work: Path, trials: int) -> None:
         f"  finished before the kill: {len(finished)}, complete and accepted: "
         f"{len(finished) - len(refused)}{'  MISS: ' + str(refused[0]) if refused else ''}"
     )
+    return (len(incomplete) + len(refused)) / trials
 
 
-def memory(project: Project, small: str, large: str, work: Path, tag: str) -> list[str]:
-    """Peak memory of restoring a small and a large backup; the prefixes it restored into."""
+def memory(
+    project: Project, small: str, large: str, work: Path, tag: str
+) -> tuple[list[str], float]:
+    """Peak memory of restoring a small and a large backup: the prefixes it restored into,
+    and the ratio of the two peaks."""
     peaks, sizes, restored = {}, {}, []
     for name, prefix in (("small", small), ("large", large)):
         folder = work / f"memory-{name}"
@@ -243,7 +241,7 @@ def memory(project: Project, small: str, large: str, work: Path, tag: str) -> li
     print(f"  dump size ratio {sizes['large'] / sizes['small']:.1f}x, "
           f"peak memory ratio {peaks['large'] / peaks['small']:.2f}x, {grown:+.0f} MB "
           "(goal: near 1, growth far below the dump's size)")  # fmt: skip
-    return restored
+    return restored, peaks["large"] / peaks["small"]
 
 
 def main() -> None:
@@ -255,10 +253,12 @@ def main() -> None:
     parser.add_argument("--python", help="the project's python (with --project)")
     parser.add_argument("--package", default=None, help="the project's package (with --project)")
     parser.add_argument("--prefix", help="the start of the schema names to use")
+    parser.add_argument("--tiny", action="store_true", help="3 trials, 300 rows")
     args = parser.parse_args()
-    env = {key: value for key, value in os.environ.items() if key != "PYTEST_ADDOPTS"}
-    if not any(key.startswith("DJ_") for key in env):
-        env.update(SERVERS[args.backend], DJ_BACKEND=args.backend)
+    if args.tiny:
+        args.trials, args.rows = 3, 300
+    given = {key: value for key, value in os.environ.items() if key.startswith("DJ_")}
+    env = environment(**(given or {**SERVERS[args.backend], "DJ_BACKEND": args.backend}))
     tag = secrets.token_hex(2)
     base = args.prefix or f"bench_{tag}_"
     small, large = f"{base}s_", f"{base}l_"
@@ -267,18 +267,21 @@ def main() -> None:
         if args.project:
             project = Project(args.project, args.python, args.package or "bkup", env)
         else:
-            project = Project(*prepare(work, args.backend), PACKAGE, env)
+            rendered = prepare(work, PACKAGE, "Bench Backup", f"database_backend={args.backend}")
+            project = Project(*rendered, PACKAGE, env)
         prefixes = [small, large]
         try:
-            project.code(small, "import {package}; {package}.activate(); "
-                                "{package}.insert_sample_data()")  # fmt: skip
+            project.code(small, SAMPLE)
             project.code(small, BULK, "10")
             project.code(large, BULK, str(args.rows))
-            kill_trials(project, small, work, args.trials)
-            prefixes += memory(project, small, large, work, tag)
+            wrong = kill_trials(project, small, work, args.trials)
+            restored, peaks = memory(project, small, large, work, tag)
+            prefixes += restored
         finally:
             subprocess.run([project.python, "-c", DROP.format(package=project.package), *prefixes],
                            cwd=project.root, env=env, capture_output=True, check=False)  # fmt: skip
+    ratio("wrong verdicts of restore's checks per killed backup", wrong, 0)
+    ratio("restore peak memory, large / small dump", peaks, MEMORY_GOAL, "x")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,20 @@
-"""Render and test-suite timings of the template, as ratios measured in one run.
+"""Render timings of the template, as ratios measured in one run.
 
-    python bench/render.py [--repeat N]
+    python bench/render.py [--repeat N] [--schemas 100] [--tiny]
 
 Prints, each with its goal:
 1. rendering the default project, as a ratio to rendering a one-file template (goal <= 1.3x);
-2. rendering a 100-schema chain-and-diamond pipeline, same ratio (goal <= 2x);
-3. the generated test suite on the embedded database, warm environment (goal <= 8 s);
-4. render + uv venv + install + green test suite, warm package cache (goal <= 10 s).
+2. rendering a 100-schema chain-and-diamond pipeline, same ratio (goal <= 2x).
 Every render runs `python -m cookiecutter` in a fresh process, so start-up counts the same
-way for the baseline. This is a benchmark, not a test: it always exits 0.
+way for the baseline. The generated suite's time is bench/generated_suite.py's, render to
+green suite bench/render_install.py's. This is a benchmark, not a test: it always exits 0.
+--tiny: one render each, 10 schemas (what the template's own suite runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,10 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parents[1]
-SPEC_100 = "; ".join(
-    ["s0"] + [f"s{i} <- s{i - 1}" + (f", s{i - 5}" if i % 5 == 0 else "") for i in range(1, 100)]
-)
+from _common import TEMPLATE, ratio
+
+
+def chain_and_diamonds(schemas: int) -> str:
+    """s0, then each schema downstream of the last (and of the one 5 back, every 5th)."""
+    return "; ".join(
+        ["s0"]
+        + [f"s{i} <- s{i - 1}" + (f", s{i - 5}" if i % 5 == 0 else "") for i in range(1, schemas)]
+    )
 
 
 def timed(command: list[str], cwd: Path, env: dict | None = None) -> float:
@@ -63,69 +67,24 @@ def one_file_template(work: Path) -> Path:
     return base
 
 
-def without_database_settings() -> dict[str, str]:
-    """The environment with no DJ_* settings, so the generated tests use the embedded database."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("DJ_")}
-
-
-def suite_times(work: Path) -> tuple[float, float]:
-    """(warm test-suite time, render-to-green time with a warm package cache)."""
-    uv = shutil.which("uv") or sys.exit("uv is required: pip install uv")
-    env = without_database_settings()
-
-    def render_install_test(out: Path) -> tuple[Path, float]:
-        subprocess.run(
-            [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(out), str(TEMPLATE)],
-            check=True,
-            capture_output=True,
-        )
-        project = out / "my-pipeline"
-        venv = project / ".venv"
-        subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-        subprocess.run(
-            [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-e", ".[dev]"],
-            cwd=project,
-            check=True,
-        )
-        pytest = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        return project, timed(pytest, project, env)
-
-    project, _ = render_install_test(work / "warm")  # warms uv's cache and the embedded server
-    pytest = [
-        str(project / ".venv" / "bin" / "python"),
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-    ]
-    warm_suite = timed(pytest, project, env)
-    start = time.perf_counter()
-    render_install_test(work / "cold")
-    return warm_suite, time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="renders per measurement (median)")
+    parser.add_argument("--schemas", type=int, default=100, help="schemas of the large render")
+    parser.add_argument("--tiny", action="store_true", help="one render each, 10 schemas")
     args = parser.parse_args()
+    if args.tiny:
+        args.repeat, args.schemas = 1, 10
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         baseline = render_time(one_file_template(work), work, args.repeat)
         default = render_time(TEMPLATE, work, args.repeat)
-        large = render_time(TEMPLATE, work, args.repeat, f"schemas={SPEC_100}")
-        warm_suite, render_to_green = suite_times(work)
-    rows = [
-        ("default render / one-file render", default / baseline, 1.3, "x"),
-        ("100-schema render / one-file render", large / baseline, 2.0, "x"),
-        ("generated suite, embedded db, warm", warm_suite, 8.0, "s"),
-        ("render to green suite, warm cache", render_to_green, 10.0, "s"),
-    ]
-    print(f"one-file render: {baseline:.2f} s (median of {args.repeat})")
-    print(f"{'measurement':<40} {'value':>8} {'goal':>8}  result")
-    for name, value, goal, unit in rows:
-        verdict = "PASS" if value <= goal else "MISS"
-        print(f"{name:<40} {value:>7.2f}{unit} {goal:>7.1f}{unit}  {verdict}")
+        spec = chain_and_diamonds(args.schemas)
+        large = render_time(TEMPLATE, work, args.repeat, f"schemas={spec}")
+    print(f"one-file render: {baseline:.2f} s, default: {default:.2f} s, "
+          f"{args.schemas} schemas: {large:.2f} s (medians of {args.repeat})")  # fmt: skip
+    ratio("default render / one-file render", default / baseline, 1.3, "x")
+    ratio(f"{args.schemas}-schema render / one-file render", large / baseline, 2.0, "x")
 
 
 if __name__ == "__main__":

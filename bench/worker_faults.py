@@ -2,9 +2,11 @@
 made twice or left reserved, of hangs and of wrong exit codes, over many trials.
 
     python bench/worker_faults.py [--trials 500] [--backends mysql,postgresql] [--seed N]
-                                  [--deadline 30]
+                                  [--deadline 30] [--tiny]
 
-Renders a project, installs it with uv, adds a schema whose make() logs its calls and
+Renders a project, installs it with uv, adds a schema whose make() logs its calls
+(src/<package>/work.py: bench/_common.py's WORK_MODULE, which the template's worker tests
+use too) and
 creates on each server an account with a password and rights on its own prefix only (as
 the administrator: root on 127.0.0.1:3306, postgres on 127.0.0.1:5432, or the
 --mysql-admin / --postgresql-admin settings). Then, per backend, runs the trials with the
@@ -22,8 +24,9 @@ SIGTERM or SIGINT. After the programs exit, every key of the trial must be made 
 be pending or in error with a program exiting non-zero; never reserved, never without a
 job. A program that has not exited `--deadline` seconds after the last fault counts as a
 hang (it is killed). Goal: 0 of every count but "re-made after a cut" (a make() cut by a
-lost connection or a killed child is rolled back and made again: expected). A benchmark,
-not a test: it always exits 0.
+lost connection or a killed child is rolled back and made again: expected); the last line
+is their sum per trial against that goal. A benchmark, not a test: it always exits 0.
+--tiny: 2 trials per backend (what the template's own suite runs).
 """
 
 from __future__ import annotations
@@ -46,48 +49,10 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parents[1]
+from _common import SERVERS, WORK_MODULE, add_schema, environment, prepare, ratio
+
 PACKAGE = "faults"
-ADMINS = {
-    "mysql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "3306", "DJ_USER": "root", "DJ_PASS": ""},
-    "postgresql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "5432", "DJ_USER": "postgres", "DJ_PASS": ""},
-}
-# The schema the trials populate: make() logs its start and its end (inside the
-# transaction), sleeps WORK_SECONDS and fails for the subject WORK_FAIL names.
-WORK_MODULE = '''\
-"""A test schema whose make() is slow, logs every call and fails for one key."""
-
-import os
-import time
-
-import datajoint as dj
-
-from . import subject
-
-schema = dj.Schema()
-
-
-def note(key, event):
-    with open(os.environ["WORK_LOG"], "a") as log:
-        log.write(f"{key['subject_id']} {os.getpid()} {event}\\n")
-
-
-@schema
-class Work(dj.Computed):
-    definition = """
-    -> subject.Subject
-    ---
-    worker_pid : int32
-    """
-
-    def make(self, key):
-        note(key, "start")
-        time.sleep(float(os.environ.get("WORK_SECONDS", "0.05")))
-        if str(key["subject_id"]) == os.environ.get("WORK_FAIL", "none"):
-            raise ValueError(f"bad subject {key['subject_id']}")
-        self.insert1({**key, "worker_pid": os.getpid()})
-        note(key, "end")
-'''
+ADMINS = SERVERS  # the administrators who create and drop the trials' account
 COUNTS = (
     "trials",
     "keys",
@@ -116,9 +81,10 @@ class Trials:
 
     def __init__(self, package: str, deadline: float, seed: int) -> None:
         self.package = importlib.import_module(package)
-        self.cli = importlib.import_module(f"{package}.__main__")
-        self.worker = importlib.import_module(f"{package}.worker")
-        self.work = importlib.import_module(f"{package}.pipeline.work")
+        self.pipeline = self.package.pipeline  # what the package hands to the toolkit
+        self.cli = importlib.import_module(f"{package}.toolkit.cli")
+        self.worker = importlib.import_module(f"{package}.toolkit.worker")
+        self.work = importlib.import_module(f"{package}.work")
         self.deadline = deadline
         self.rng = random.Random(seed)
         self.output = Path(tempfile.mkdtemp(prefix="worker-faults-"))
@@ -179,7 +145,7 @@ class Trials:
         self.package.activate()
         work = self.work.Work
         work.jobs.refresh()  # declares the jobs table
-        subject = importlib.import_module(f"{self.package.__name__}.pipeline.subject").Subject
+        subject = importlib.import_module(f"{self.package.__name__}.subject").Subject
         names = [subject.full_table_name, work.full_table_name, work.jobs.full_table_name]
         print(json.dumps(names))
         return 0
@@ -317,10 +283,10 @@ class Trials:
             ]
             if loop:
                 argv += ["--loop", "0.2"]
-            run = lambda: self.worker.main(argv)
+            run = lambda: self.worker.main(self.pipeline, argv)
         else:
             argv = ["populate", "Work", *quick, "--processes", str(processes)]
-            run = lambda: self.cli.main(argv)
+            run = lambda: self.cli.main(self.pipeline, argv)
         name = f"{kind}{' --loop' if loop else ''}{f' --processes {processes}' if processes > 1 else ''}"
         return name, processes, run
 
@@ -525,28 +491,10 @@ def run_trials(argv: list[str]) -> None:
 # ---------------------------------------------------------------- the bench (template side)
 
 
-def prepare(work: Path) -> tuple[Path, str]:
+def prepare_project(work: Path) -> tuple[Path, str]:
     """A rendered project installed with its dev extra, with the Work schema."""
-    uv = shutil.which("uv") or sys.exit("uv is required: pip install uv")
-    subprocess.run(
-        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(work), str(TEMPLATE)]
-        + [f"package_name={PACKAGE}", "project_name=Worker Faults", "object_store=none"],
-        check=True,
-        capture_output=True,
-    )
-    project = work / "worker-faults"
-    subprocess.run(
-        [uv, "venv", "-q", "--python", sys.executable, str(project / ".venv")], check=True
-    )
-    python = str(project / ".venv" / "bin" / "python")
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--compile-bytecode", "--python", python, "-e", ".[dev]"],
-        cwd=project,
-        check=True,
-    )
-    add = [python, "-m", PACKAGE, "add-schema", "work", "--upstream", "subject"]
-    subprocess.run(add, cwd=project, check=True, capture_output=True)
-    (project / "src" / PACKAGE / "pipeline" / "work.py").write_text(WORK_MODULE)
+    project, python = prepare(work, PACKAGE, "Worker Faults", "object_store=none", extras="dev")
+    add_schema(project, python, PACKAGE, "work", WORK_MODULE)
     return project, python
 
 
@@ -615,15 +563,18 @@ def main() -> None:
     parser.add_argument("--backends", default="mysql,postgresql")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--deadline", type=float, default=30, help="seconds after the last fault")
+    parser.add_argument("--tiny", action="store_true", help="2 trials per backend")
     for backend in ADMINS:
         parser.add_argument(
             f"--{backend}-admin", metavar="JSON", help="DJ_* settings of the administrator"
         )
     args = parser.parse_args()
+    if args.tiny:
+        args.trials = 2
     seed = secrets.randbelow(10**6) if args.seed is None else args.seed
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        project, python = prepare(Path(folder))
+        project, python = prepare_project(Path(folder))
         for backend in args.backends.split(","):
             given = getattr(args, f"{backend}_admin")
             admin = json.loads(given) if given else ADMINS[backend]
@@ -633,8 +584,7 @@ def main() -> None:
             env = {**admin, "DJ_USER": user, "DJ_PASS": password, "DJ_BACKEND": backend}
             if backend == "postgresql":
                 env["DJ_DATABASE_NAME"] = user
-            run_env = {key: value for key, value in os.environ.items() if not key.startswith("DJ_")}
-            run_env.update(env, WORK_LOG=str(Path(folder) / f"{backend}.log"))
+            run_env = environment(**env, WORK_LOG=str(Path(folder) / f"{backend}.log"))
             run_env[f"{PACKAGE.upper()}_SCHEMA_PREFIX"] = f"{user}_"
             command = [python, __file__, "run", PACKAGE, "--trials", str(args.trials)]
             command += ["--seed", str(seed), "--deadline", str(args.deadline)]
@@ -668,6 +618,10 @@ def main() -> None:
         )
         for failure in result["failures"]:
             print(json.dumps(failure)[:3000])
+    trials = sum(result["counts"]["trials"] for result in results)
+    faults = sum(result["counts"][name] for result in results for name in COUNTS[2:-1])
+    if trials and len(results) == len(args.backends.split(",")):
+        ratio("faults per trial (lost, twice, reserved, hangs, exits, ...)", faults / trials, 0)
 
 
 if __name__ == "__main__":

@@ -1,42 +1,37 @@
 """Worker scale-out of a generated pipeline, as speed-ups measured in one run.
 
     python bench/workers.py [--keys 1000] [--make-seconds 0.02] [--backend mysql|postgresql]
-                            [--workers 1,2,4,8,16] [--settings JSON] [--prefix PREFIX]
+                            [--workers 1,2,4,8,16] [--settings JSON] [--prefix PREFIX] [--tiny]
 
 Renders a project for the backend (a postgresql project has the postgres extra), installs
-it with uv, adds a schema whose make() is I/O-bound (it sleeps), and populates it with
+it with uv, adds a schema whose make() is I/O-bound (it sleeps: src/<package>/slow.py, by
+`python -m <package> add-schema`), and populates it with
 1, 2, 4, 8 and 16 `python -m <package>.worker` processes on the same database. Every worker
 waits in its first make() until all have started, so interpreter start-up is not counted;
 each run's time is from that start to the last make()'s end, read from the rows. It also
 measures the worker's overhead per key beyond make() itself (one worker, make() waiting
 0 s). Goals: 4 workers >= 3.8x, 8 >= 7.2x, 16 no slower than 8. A benchmark, not a test:
 it always exits 0. `--settings` (DJ_* settings as JSON) and `--prefix` (a schema prefix that
-account may use) run it as another account than this machine's root / postgres.
+account may use) run it as another account than this machine's root / postgres. --tiny:
+8 keys, make() waiting 0 s, 1 and 2 workers (what the template's own suite runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parents[1]
+from _common import SERVERS, add_schema, environment, prepare, ratio
+
 PACKAGE = "benchwork"
-SERVERS = {
-    "mysql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "3306", "DJ_USER": "root", "DJ_PASS": ""},
-    "postgresql": {"DJ_HOST": "127.0.0.1", "DJ_PORT": "5432", "DJ_USER": "postgres", "DJ_PASS": ""},
-}
 SLOW_MODULE = '''\
 """An I/O-bound schema: every make() waits, as for a file or a remote service."""
 
-import os
 import time
 from pathlib import Path
 
@@ -74,29 +69,11 @@ class Slow(dj.Computed):
 '''
 
 
-def prepare(work: Path, backend: str) -> tuple[Path, str]:
+def prepare_project(work: Path, backend: str) -> tuple[Path, str]:
     """A rendered, installed project with the Slow schema; returns (project, python)."""
-    uv = shutil.which("uv") or sys.exit("uv is required: pip install uv")
-    subprocess.run(
-        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(work), str(TEMPLATE)]
-        + [f"package_name={PACKAGE}", "project_name=Bench Workers"]
-        + [f"database_backend={backend}", "schemas=subject", "object_store=none"],
-        check=True,
-        capture_output=True,
-    )
-    project = work / "bench-workers"
-    subprocess.run(
-        [uv, "venv", "-q", "--python", sys.executable, str(project / ".venv")], check=True
-    )
-    python = str(project / ".venv" / "bin" / "python")
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--compile-bytecode", "--python", python, "-e", "."],
-        cwd=project,
-        check=True,
-    )
-    add = [python, "-m", PACKAGE, "add-schema", "slow", "--upstream", "subject"]
-    subprocess.run(add, cwd=project, check=True, capture_output=True)
-    (project / "src" / PACKAGE / "pipeline" / "slow.py").write_text(SLOW_MODULE)
+    answers = [f"database_backend={backend}", "schemas=subject", "object_store=none"]
+    project, python = prepare(work, PACKAGE, "Bench Workers", *answers)
+    add_schema(project, python, PACKAGE, "slow", SLOW_MODULE)
     return project, python
 
 
@@ -110,7 +87,7 @@ def run_python(python: str, project: Path, env: dict, code: str) -> str:
 def populate(python: str, project: Path, env: dict, workers: int, keys: int) -> float:
     """Seconds from the start of all `workers` worker processes to the last make()'s end."""
     reset = (
-        f"import {PACKAGE}; from {PACKAGE}.pipeline import slow, subject; {PACKAGE}.activate(); "
+        f"import {PACKAGE}; from {PACKAGE} import slow, subject; {PACKAGE}.activate(); "
         f"slow.Slow.delete_quick(); slow.Slow.jobs.delete_quick(); "
         f"subject.Subject.insert([(i, f's{{i}}') for i in range({keys})], skip_duplicates=True); "
         # what jobs.refresh() inserts, in one statement
@@ -128,7 +105,7 @@ def populate(python: str, project: Path, env: dict, workers: int, keys: int) -> 
         (Path(barrier) / "go").touch()
         assert all(process.wait() == 0 for process in processes)
     span = (
-        f"import json, {PACKAGE}; from {PACKAGE}.pipeline import slow; {PACKAGE}.activate(); "
+        f"import json, {PACKAGE}; from {PACKAGE} import slow; {PACKAGE}.activate(); "
         "rows = slow.Slow().to_dicts(); "
         "print(json.dumps([len(rows), max(r['finished'] for r in rows)]))"
     )
@@ -145,14 +122,17 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4,8,16", help="comma-separated counts")
     parser.add_argument("--settings", metavar="JSON", help="DJ_* settings of the account to use")
     parser.add_argument("--prefix", default="bench_", help="start of the schema names")
+    parser.add_argument("--tiny", action="store_true", help="8 keys, 0 s, 1 and 2 workers")
     args = parser.parse_args()
+    if args.tiny:
+        args.keys, args.make_seconds, args.workers = 8, 0.0, "2"
     counts = sorted({1, *map(int, args.workers.split(","))})
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DJ_")}
+    env = environment()
     env.update(json.loads(args.settings) if args.settings else SERVERS[args.backend])
     env["DJ_BACKEND"] = args.backend
     env[f"{PACKAGE.upper()}_SCHEMA_PREFIX"] = f"{args.prefix}{secrets.token_hex(3)}_"
     with tempfile.TemporaryDirectory() as folder:
-        project, python = prepare(Path(folder), args.backend)
+        project, python = prepare_project(Path(folder), args.backend)
         try:
             bare = populate(python, project, {**env, "MAKE_SECONDS": "0"}, 1, args.keys)
             env["MAKE_SECONDS"] = str(args.make_seconds)
@@ -175,6 +155,10 @@ def main() -> None:
         verdict = "" if goal is None else ("PASS" if speedup >= goal else "MISS")
         goal_text = "" if goal is None else f"{goal:.1f}x"
         print(f"{workers:>7} {times[workers]:>8.2f} {speedup:>8.2f}x {goal_text:>6}  {verdict}")
+    most = max((n for n in counts if n in goals), default=None)
+    if most is not None:
+        ratio(f"speed-up of {most} workers / goal", times[1] / times[most], goals[most], "x",
+              at_least=True)  # fmt: skip
 
 
 if __name__ == "__main__":

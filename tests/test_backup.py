@@ -7,7 +7,8 @@ backslashes, newlines, `\\.`), an in-table <blob>, attachments in the table and 
 an object, json and dates. Every table is then read under both prefixes, through the driver
 and through DataJoint, and compared value by value. Crafted archives are refused with one
 line and nothing created; a restore failing on the way leaves nothing behind; a backup killed
-at random moments never leaves an archive restore accepts (bench/backup.py, tiny run).
+at random moments never leaves an archive restore accepts (bench/backup.py, which
+tests/test_bench.py runs at a tiny size).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import secrets
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -455,19 +455,3 @@ def test_a_failing_restore_leaves_nothing(filled, tmp_path, where):
         assert "failed" in out  # the server's own message
     assert lab.schemas(new) == [] and lab.objects(new) == []
     assert lab.schemas(old) and lab.objects(old)  # the source untouched
-
-
-def test_killed_backups_never_leave_an_archive_restore_accepts(project, lab_accounts):
-    """bench/backup.py at a tiny size: it cannot rot."""
-    venv, root = project
-    account = lab_accounts["mariadb"]
-    env = clean_environment(**account.env)
-    result = subprocess.run(
-        [sys.executable, str(TEMPLATE / "bench" / "backup.py"), "--trials", "3",
-         "--rows", "200", "--package", PACKAGE, "--project", str(root), "--python", str(venv / "bin" / "python"),
-         "--prefix", f"{account.prefix}kb{secrets.token_hex(2)}_"],
-        env=env, capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "incomplete archives accepted by restore: 0" in result.stdout, result.stdout
-    assert "peak memory" in result.stdout

@@ -7,7 +7,7 @@ of another origin tries every way a page can send the retry action: the failed j
 failed. A DNS-rebinding-style name (mapped to 127.0.0.1) gets the
 refusal, not the dashboard. `promtool check metrics` (Debian's `prometheus`) accepts a
 real /metrics answer. Wrong passwords on MariaDB and on a scram-sha-256 PostgreSQL end
-`status` with one line. bench/scrape.py runs at a tiny size.
+`status` with one line. bench/scrape.py runs at a tiny size in tests/test_bench.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -276,17 +275,3 @@ def test_a_wrong_password_is_one_line(project, lab_accounts, backend):
     assert errors[0].startswith(f"error: cannot use the database at {host}:{port} as {user}: ")
     assert any(words in errors[0] for words in ("Access denied", "password authentication"))
     assert env["DJ_PASS"] not in done.stderr
-
-
-def test_bench_scrape_runs_at_a_tiny_size(project_env, mariadb_lab):
-    env = clean_environment(**mariadb_lab.env)
-    done = subprocess.run(
-        [sys.executable, str(TEMPLATE / "bench" / "scrape.py"), "--schemas", "3", "--jobs", "200",
-         "--scrapes", "20", "--venv", str(project_env), "--prefix", f"{mariadb_lab.prefix}bench_"],
-        env=env, capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    lines = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
-    assert lines["queries per scrape"].endswith("PASS"), done.stdout
-    if shutil.which("promtool"):
-        assert lines["promtool check metrics"].endswith("PASS"), done.stdout

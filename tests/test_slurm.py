@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import clean_environment, free_port, install
+from conftest import TEMPLATE, clean_environment, free_port, install, load_module
 
 pytestmark = pytest.mark.slow
 
@@ -31,33 +31,9 @@ PACKAGE = "sl"
 KEYS = 30
 PROGRAMS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol")
 
-WORK_MODULE = '''\
-"""A test schema whose make() is slow and logs every call."""
-
-import os
-import time
-
-import datajoint as dj
-
-from . import subject
-
-schema = dj.Schema()
-
-
-@schema
-class Work(dj.Computed):
-    definition = """
-    -> subject.Subject
-    ---
-    worker_pid : int32
-    """
-
-    def make(self, key):
-        with open(os.environ["WORK_LOG"], "a") as log:
-            log.write(f"{key['subject_id']} {os.getpid()}\\n")
-        time.sleep(float(os.environ["WORK_SECONDS"]))
-        self.insert1({**key, "worker_pid": os.getpid()})
-'''
+# The Work schema of the worker benches and tests: make() logs its start and end, and sleeps
+# WORK_SECONDS.
+COMMON = load_module(TEMPLATE / "bench" / "_common.py")
 
 SLURM_CONF = """\
 ClusterName=djtest
@@ -188,7 +164,7 @@ def lab(cluster, cookies_session, project_env, mariadb_lab, tmp_path_factory):
     )
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
-    (project / "src" / PACKAGE / "pipeline" / "work.py").write_text(WORK_MODULE)
+    (project / "src" / PACKAGE / "work.py").write_text(COMMON.WORK_MODULE)
     install(project_env, project)
     logs = tmp_path_factory.mktemp("slurm-logs")
     env = clean_environment(
@@ -206,7 +182,7 @@ def lab(cluster, cookies_session, project_env, mariadb_lab, tmp_path_factory):
     run_python(setup, PACKAGE, "declare", module=True)
     run_python(
         setup,
-        f"import {PACKAGE}; from {PACKAGE}.pipeline import subject; {PACKAGE}.activate(); "
+        f"import {PACKAGE}; from {PACKAGE} import subject; {PACKAGE}.activate(); "
         f"subject.Subject.insert([(i, f's{{i}}') for i in range(1, {KEYS + 1})])",
     )
     yield setup
@@ -234,7 +210,7 @@ def run_python(setup: dict, code: str, *args: str, module: bool = False) -> str:
 def state(setup: dict) -> dict:
     """The Work table's job counts and the keys made so far."""
     code = (
-        f"import json, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.pipeline.work import Work; "
+        f"import json, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.work import Work; "
         "print(json.dumps({'jobs': Work.jobs.progress(), "
         "'made': sorted(r['subject_id'] for r in Work().to_dicts())}))"
     )
@@ -242,9 +218,8 @@ def state(setup: dict) -> dict:
 
 
 def calls(setup: dict) -> Counter:
-    log = setup["logs"] / "calls.log"
-    lines = log.read_text().splitlines() if log.exists() else []
-    return Counter(int(line.split()[0]) for line in lines)
+    """How many times make() started, by key."""
+    return Counter(COMMON.make_calls(setup["logs"] / "calls.log"))
 
 
 def submit(setup: dict, tasks: int) -> str:

@@ -5,7 +5,7 @@ exactly once, a failing make() leaves an error record while the rest completes, 
 stops a worker cleanly, and after SIGKILL another worker completes the pipeline once the
 orphaned reservation is released, as the generated README documents. Faults at random
 moments -- killed sessions, stop signals, killed children of --processes -- run as
-bench/worker_faults.py does, at a small size; bench/workers.py runs at a tiny size.
+bench/worker_faults.py does, at a small size (tests/test_bench.py runs bench/workers.py).
 
 Every test uses a password-protected account with rights on its own prefix only.
 """
@@ -16,7 +16,6 @@ import json
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,8 +31,10 @@ PACKAGE = "wk"
 KEYS = 40
 FAILING = 7
 
+# What the bench scripts share (first: worker_faults.py imports it): the Work schema, whose
+# make() logs its start and end, and how it is added to a render.
+COMMON = load_module(TEMPLATE / "bench" / "_common.py")
 FAULTS_BENCH = TEMPLATE / "bench" / "worker_faults.py"
-WORK_MODULE = load_module(FAULTS_BENCH).WORK_MODULE  # make() logs its start and end
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +46,7 @@ def worker_project(cookies_session, project_env):
     project = Path(result.project_path)
     install(project_env, project)
     python = str(project_env / "bin" / "python")
-    subprocess.run(
-        [python, "-m", PACKAGE, "add-schema", "work", "--upstream", "subject"],
-        cwd=project,
-        check=True,
-    )
-    (project / "src" / PACKAGE / "pipeline" / "work.py").write_text(WORK_MODULE)
+    COMMON.add_schema(project, python, PACKAGE, "work", COMMON.WORK_MODULE)
     return project
 
 
@@ -82,9 +78,9 @@ def pipeline_env(request, worker_project, project_env, lab_accounts, tmp_path):
         )  # DataJoint greets first
 
     run_python(
-        f"import {PACKAGE}; from {PACKAGE}.pipeline import subject; {PACKAGE}.activate(); "
+        f"import {PACKAGE}; from {PACKAGE} import subject; {PACKAGE}.activate(); "
         f"subject.Subject.insert([(i, f's{{i}}') for i in range(1, {KEYS + 1})]); "
-        f"from {PACKAGE}.pipeline import work; work.Work.jobs.refresh()"
+        f"from {PACKAGE} import work; work.Work.jobs.refresh()"
     )
     yield {
         "env": env,
@@ -113,7 +109,7 @@ def start_worker(setup, *args: str, **env: str) -> subprocess.Popen:
 def state(setup) -> dict:
     """The Work table's job counts and the keys made so far (one process start)."""
     code = (
-        f"import json, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.pipeline.work import Work; "
+        f"import json, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.work import Work; "
         "print(json.dumps({'jobs': Work.jobs.progress(), "
         "'made': sorted(r['subject_id'] for r in Work().to_dicts())}))"
     )
@@ -122,8 +118,7 @@ def state(setup) -> dict:
 
 def calls(setup) -> Counter:
     """How many times make() started, by key."""
-    lines = setup["log"].read_text().splitlines() if setup["log"].exists() else []
-    return Counter(int(line.split()[0]) for line in lines if line.endswith(" start"))
+    return Counter(COMMON.make_calls(setup["log"]))
 
 
 def wait_for_a_reservation(setup, timeout: float = 30) -> None:
@@ -241,24 +236,6 @@ def test_faults_at_random_moments_lose_no_key(
     assert not any(failures.values()), (f"seed {seed}", failures, result["failures"])
 
 
-def test_the_scale_out_bench_runs(lab_accounts):
-    """bench/workers.py at a tiny size, as a lab's account."""
-    lab = lab_accounts["mariadb"]
-    done = subprocess.run(
-        [sys.executable, str(TEMPLATE / "bench" / "workers.py"), "--keys", "8"]
-        + ["--make-seconds", "0", "--workers", "2", "--settings", json.dumps(lab.env)]
-        + ["--prefix", lab.prefix],
-        env=clean_environment(),
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "8 keys, make() waits 0 ms, mysql" in done.stdout
-    assert "worker overhead per key beyond make()" in done.stdout
-
-
 KILL_CONNECTION = {
     "mariadb": "KILL {}",
     "postgresql": "SELECT pg_terminate_backend({})",
@@ -271,7 +248,7 @@ def test_a_killed_connection_is_retried_and_the_worker_goes_on(pipeline_env, req
     backend = request.node.callspec.params["pipeline_env"]
     worker = start_worker(pipeline_env, "--backoff", "0.2", WORK_SECONDS="0.2", WORK_FAIL="none")
     kill = (
-        f"import time, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.pipeline.work import Work\n"
+        f"import time, {PACKAGE}; {PACKAGE}.activate(); from {PACKAGE}.work import Work\n"
         "while not Work.jobs.reserved: time.sleep(0.02)\n"
         "connection = int(Work.jobs.reserved.to_arrays('connection_id')[0])\n"
         f"Work.connection.query({KILL_CONNECTION[backend]!r}.format(connection))\n"
