@@ -34,14 +34,13 @@ SETUP = """
 import json, sys
 import datajoint as dj
 dj.config["safemode"] = False
-import acl
-from acl import __main__ as cli
-from acl.pipeline import analysis, session, subject
-assert cli.main(["declare"]) == 0
+from acl import analysis, pipeline, session, subject
+from acl.toolkit import access, cli
+assert cli.main(pipeline, ["declare"]) == 0
 if sys.argv[1] == "full":
     keys = [base + i for base in (1000, 2000, 3000, 4000) for i in range(5)]
     subject.Subject.insert([(k, f"s{k}") for k in keys if k >= 2000])
-    for table in acl.auto_tables():
+    for table in pipeline.auto_tables():
         table.populate("subject_id < 2000 or subject_id >= 3000", reserve_jobs=True)
     (analysis.MultiModalAnalysis & "subject_id >= 3000 and subject_id < 4000").delete()
     for i in range(5):  # a table for each role to try dropping
@@ -49,14 +48,13 @@ if sys.argv[1] == "full":
 # A Manual table in one schema of each kind, for the insert probes.
 for module in (subject, session, analysis):
     module.schema(type("Scratch", (dj.Manual,), {"definition": "scratch_id : int32"}))
-print(json.dumps(acl.access.role_table(acl.access.load_policy())))
+print(json.dumps(access.role_table(access.load_policy())))
 """
 
 LATE = """
 import datajoint as dj
-import acl
-from acl.pipeline import analysis
-acl.activate()
+from acl import analysis, pipeline
+pipeline.activate()
 analysis.schema(type("Late1", (dj.Manual,), {"definition": "late_id : int32"}))
 """
 
@@ -64,9 +62,8 @@ PROBE = """
 import json, os, subprocess, sys
 import datajoint as dj
 dj.config["safemode"] = False
-import acl
-from acl import __main__ as cli
-from acl.pipeline import analysis, session, subject
+from acl import analysis, pipeline, session, subject
+from acl.toolkit import cli
 I, prefix, other, newcomer = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 conn = dj.conn()
 results = {}
@@ -81,10 +78,10 @@ def attempt(name, action):
         if conn.in_transaction:
             conn.cancel_transaction()
 
-acl.activate()
+pipeline.activate()
 
 def fetch():
-    for module in acl.MODULES:
+    for module in pipeline.modules:
         for name in module.schema.list_tables():
             module.schema.get_table(name).to_dicts(limit=1)
     for late in ("late0", "late1"):  # declared after the grants, by the superuser and the admin
@@ -108,7 +105,7 @@ def declare(schema_name):
     schema(type(f"Note{I}", (dj.Manual,), {"definition": "note_id : int32"}))
 
 def command(*args):
-    assert cli.main(list(args)) == 0, "refused"
+    assert cli.main(pipeline, list(args)) == 0, "refused"
 
 def declare_development_set():  # in a process of its own: the schemas here are bound
     done = subprocess.run([sys.executable, "-m", "acl", "declare"], capture_output=True, text=True,
@@ -392,30 +389,34 @@ def test_every_role_can_do_exactly_what_the_role_table_says(acl_project, project
         drop_everything(backend, tag)
 
 
+POLICIES = """
+import contextlib, io, json, sys
+from acl import pipeline
+from acl.toolkit import cli
+policies = {}
+for role in sys.argv[1:]:
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert cli.main(pipeline, ["access", "policy", role, "--bucket", "lab-data",
+                                   "--location", "acl"]) == 0
+    policies[role] = json.loads(out.getvalue())
+print(json.dumps(policies))
+"""
+
+
 def test_bucket_policies_follow_the_iam_grammar(acl_project, project_env):
     python = str(project_env / "bin" / "python")
     env = clean_environment(ACL_SCHEMA_PREFIX="acl_")  # production: the default is development
+    done = subprocess.run(  # `access policy` of every role, in one process
+        [python, "-c", POLICIES, *ROLES],
+        cwd=acl_project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    policies = json.loads(done.stdout.strip().splitlines()[-1])
     for role in ROLES:
-        done = subprocess.run(
-            [
-                python,
-                "-m",
-                PACKAGE,
-                "access",
-                "policy",
-                role,
-                "--bucket",
-                "lab-data",
-                "--location",
-                "acl",
-            ],
-            cwd=acl_project,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        policy = json.loads(done.stdout)
+        policy = policies[role]
         assert policy["Version"] == "2012-10-17"
         for statement in policy["Statement"]:
             assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
