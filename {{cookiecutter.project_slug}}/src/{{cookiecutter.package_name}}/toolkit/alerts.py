@@ -273,7 +273,7 @@ def format_message(errors: list[dict]) -> tuple[str, str]:
         lines.append(f"- {error['table']} ({key}) on {error['host'] or '?'} at {when}: {message}")
     if len(errors) > SHOWN_PER_MESSAGE:
         lines.append(f"... and {len(errors) - SHOWN_PER_MESSAGE} more")
-    lines.append(f"See `python -m {pipeline.package} status` or the dashboard.")
+    lines.append(f"See `{pipeline.command} status` or the dashboard.")
     return subject, "\n".join(lines)
 
 

@@ -479,7 +479,7 @@ def watch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m {pipeline.package}", description=__doc__)
+    parser = argparse.ArgumentParser(prog=pipeline.command, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("names", help=names.__doc__).set_defaults(run=names, writes=False)
     declare_parser = commands.add_parser("declare", help=declare.__doc__)

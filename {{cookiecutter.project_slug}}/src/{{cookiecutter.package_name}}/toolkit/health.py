@@ -36,11 +36,11 @@ INTERVAL = 10.0  # seconds between beats
 MAX_AGE = 60.0  # seconds after which a heartbeat is stale
 
 
-def lab_package() -> str:
-    """The lab's package, for `python -m <package>` hints (once its Pipeline is built)."""
+def lab_command() -> str:
+    """The lab's command line, e.g. `python -m <package>`, for hints (once its Pipeline is built)."""
     project = sys.modules.get(f"{__package__}.project")
     current = getattr(project, "_current", None)
-    return current.package if current is not None else "<package>"
+    return current.command if current is not None else "python -m <package>"
 
 
 def heartbeat_file() -> Path | None:
@@ -128,18 +128,18 @@ def settings_problem() -> str | None:
     """What to run when no database user or password is configured, or None."""
     import datajoint as dj
 
-    package = lab_package()
+    command = lab_command()
     config = dj.config.database
     if config.user is None:
         return (
-            f"no database user configured: run `python -m {package} dev-db start` for a"
-            f" development database, or `python -m {package} login` to save your"
+            f"no database user configured: run `{command} dev-db start` for a"
+            f" development database, or `{command} login` to save your"
             " credentials (or set DJ_USER and DJ_PASS)"
         )
     if config.password is None:
         return (
             f"no database password configured for {config.user}: run"
-            f" `python -m {package} login` to save it (or set DJ_PASS)"
+            f" `{command} login` to save it (or set DJ_PASS)"
         )
     return None
 

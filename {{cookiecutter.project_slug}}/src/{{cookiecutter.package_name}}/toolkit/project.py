@@ -100,6 +100,9 @@ class Pipeline:
         #: The lab's package, e.g. 'workflow' (`python -m workflow ...`).
         self.package = self.modules[0].__name__.rpartition(".")[0] or self.modules[0].__name__
         self.name = name or self.package
+        #: The commands the toolkit's hints name (the standalone toolkit sets its own).
+        self.command = f"python -m {self.package}"
+        self.worker_command = f"python -m {self.package}.worker"
         self.production_prefix = production_prefix
         self.development_prefix = "dev_" + production_prefix
         self.prefix_variable = f"{settings_prefix}_SCHEMA_PREFIX"

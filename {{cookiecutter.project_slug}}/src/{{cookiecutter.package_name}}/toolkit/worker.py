@@ -513,7 +513,7 @@ def stopped_exit_code() -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"python -m {pipeline.package}.worker",
+        prog=pipeline.worker_command,
         description="Populate the pipeline's tables with job reservation.",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -867,7 +867,7 @@ def work(argv: list[str] | None) -> int:
     operations.announce(writes=True)  # the schema set it works on, production said so
     if missing:  # production mode (DJ_CREATE_TABLES=false) declares nothing
         names = ", ".join(f"{schema_of(t)}.{t.__name__}" for t in missing)
-        log.error("not declared: %s; run `python -m %s declare` first", names, pipeline.package)
+        log.error("not declared: %s; run `%s declare` first", names, pipeline.command)
         return 2
     if options.processes == 1:  # else once the children are forked: no thread is forked
         health.start_heartbeat()  # for container health checks (WORKER_HEARTBEAT_FILE)
