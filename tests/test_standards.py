@@ -371,6 +371,7 @@ def workflows(renders) -> dict[str, Path]:
     return {
         "generated": renders["mysql-file"] / ".github" / "workflows" / "ci.yml",
         "template": TEMPLATE / ".github" / "workflows" / "ci.yml",
+        "template release": TEMPLATE / ".github" / "workflows" / "release-toolkit.yml",
     }
 
 
