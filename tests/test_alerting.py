@@ -5,8 +5,8 @@ rules`, prometheus.yml by `promtool check config`, alertmanager.yml by `amtool c
 (Debian's packages prometheus and prometheus-alertmanager; .ci/run installs them). The
 PrometheusRule of deploy/k8s/components/alerting must hold the same rules and build into an
 overlay that validates; the compose profile "monitoring" must wire the same files. That the
-rules name metrics the dashboard exports is checked by the generated project's own
-tests/test_alerts.py, against a real database.
+rules name metrics the dashboard exports is checked by the toolkit's tests
+(tests/toolkit/test_toolkit_alerts.py), against a real database.
 """
 
 from __future__ import annotations
