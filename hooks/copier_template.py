@@ -32,10 +32,16 @@ WHEN = {
     "s3_bucket": "{{ object_store == 's3' }}",
     "store_location": "{{ object_store != 'none' }}",
 }
-# What `copier update` must do to a project when it crosses a template version, before
-# the update merges: {"version": "X.Y.Z", "rename": {"old/path": "new/path"}} moves the
-# lab's files (paths may name {package_name}), so their edits follow them.
-MIGRATIONS: list[dict[str, Any]] = []
+# What `copier update` must do to a project when it crosses a template version:
+# {"version": "X.Y.Z", "rename": {"old/path": "new/path"}} moves the lab's files before the
+# update merges (paths may name {package_name}), so their edits follow them;
+# "relocate": the name of a function of this script that sets the lab's files aside before
+# the update and puts them back, merged, after it (`relocate_pipeline`).
+MIGRATIONS: list[dict[str, Any]] = [
+    # 0.2.0: the schema modules leave the `pipeline` subpackage for the top of the package,
+    # the template's code moves into `toolkit/`, the sample rows into tests/.
+    {"version": "0.2.0", "relocate": "relocate_pipeline"},
+]
 # copier's default exclusions (it drops them when _exclude is set), and the toolkit folder.
 DEFAULT_EXCLUDE = ["copier.yaml", "copier.yml", "~*", "*.py[co]", "__pycache__", ".git", ".DS_Store"]
 TOOLKIT_PATTERN = "src/*/toolkit"
@@ -132,16 +138,19 @@ def copier_yml() -> str:
     if MIGRATIONS:
         settings["_migrations"] = [
             {
-                "version": migration["version"],
-                "when": "{{ _stage == 'before' }}",
+                "version": version,
+                # before the merge, and after it (a relocation puts the lab's files back)
+                "when": "{{ true }}",
                 "command": [
                     "{{ _copier_python }}",
                     "{{ _copier_conf.src_path }}/hooks/copier_template.py",
                     "migrate",
-                    migration["version"],
+                    version,
+                    "{{ _stage }}",
+                    "{{ cookiecutter | task_context }}",
                 ],
             }
-            for migration in MIGRATIONS
+            for version in dict.fromkeys(migration["version"] for migration in MIGRATIONS)
         ]
     questions: dict[str, Any] = {}
     for key, default in QUESTIONS.items():
@@ -248,36 +257,255 @@ def write_modules(context: dict[str, Any]) -> None:
     post_gen.write_schema_modules(context)
 
 
-def migrate(version: str) -> None:
-    """A migration, run by `copier update` in the project: `git mv` the renamed files.
+def git_output(*args: str) -> str:
+    import subprocess
 
-    The move is staged, so copier's three-way merge sees the lab's edits at the new path.
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
+
+
+def project_context() -> dict[str, Any]:
+    """The project's answers as cookiecutter's context, from .cruft.json or .copier-answers.yml."""
+    cruft = Path(".cruft.json")
+    if cruft.is_file():
+        return json.loads(cruft.read_text(encoding="utf-8"))["context"]["cookiecutter"]
+    answers = Path(".copier-answers.yml")
+    if not answers.is_file():
+        raise SystemExit("no .cruft.json or .copier-answers.yml here: run this in the project")
+    import jinja2
+    import yaml
+
+    environment = jinja2.Environment()  # text, not HTML: nothing to escape
+    environment.filters["slugify"] = slugify
+    return cookiecutter_context(yaml.safe_load(answers.read_text(encoding="utf-8")), environment)
+
+
+def migrate(version: str, stage: str = "before", context: dict[str, Any] | None = None) -> None:
+    """The migrations of one template version, run in the project by `copier update` before
+    its merge and after it (by hand around `cruft update`: see the generated README).
+
+    Before: `git mv` the renamed files (staged, so copier's three-way merge sees the lab's
+    edits at the new path) and set aside what a relocation moves; after: put it back.
     """
     import subprocess
 
-    import yaml
+    migrations = [migration for migration in MIGRATIONS if migration["version"] == version]
+    if not migrations:
+        known = ", ".join(dict.fromkeys(m["version"] for m in MIGRATIONS)) or "none"
+        raise SystemExit(f"no migration for template version {version!r} (known: {known})")
+    context = context or project_context()
+    for migration in migrations:
+        for old, new in migration.get("rename", {}).items() if stage == "before" else ():
+            source, target = (Path(path.format(**context)) for path in (old, new))
+            if source.exists() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["git", "mv", str(source), str(target)], check=True)
+                print(f"moved {source} to {target}", file=sys.stderr)
+        if "relocate" in migration:
+            globals()[migration["relocate"]](stage, context, version)
 
-    answers = yaml.safe_load(Path(".copier-answers.yml").read_text(encoding="utf-8"))
-    (migration,) = (m for m in MIGRATIONS if m["version"] == version)
-    for old, new in migration.get("rename", {}).items():
-        source, target = (Path(path.format(**answers)) for path in (old, new))
-        if source.exists() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["git", "mv", str(source), str(target)], check=True)
-            print(f"moved {source} to {target}", file=sys.stderr)
+
+def old_starter(package: str, context: dict[str, Any]) -> dict[str, str]:
+    """pipeline/*.py and the schemas' tests, as the project's own module writer (the old
+    scaffold.py) wrote them for its answers, by path: the base of the three-way merge that
+    puts the lab's versions back."""
+    import tempfile
+    import types
+    from dataclasses import asdict
+
+    try:
+        plan = [asdict(schema) for schema in load_hook("pre_gen_project").validate(dict(context))]
+        scaffold = Path("src", package, "scaffold.py")
+        module = types.ModuleType("old_scaffold")
+        sys.modules[module.__name__] = module
+        exec(compile(scaffold.read_text(encoding="utf-8"), str(scaffold), "exec"), vars(module))  # noqa: S102
+        blob = context.get("__blob") or (
+            "<blob>" if context["object_store"] == "none" else "<blob@main>"
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            root = Path(folder)
+            (root / "src" / package).mkdir(parents=True)
+            (root / "tests").mkdir()
+            module.write_pipeline(root, package, plan, blob=blob)
+            written = [*root.glob(f"src/{package}/pipeline/*.py"), *root.glob("tests/*.py")]
+            return {
+                str(path.relative_to(root)): path.read_text(encoding="utf-8") for path in written
+            }
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the lab's versions are kept as they are
+        print(f"note: the starter modules were not re-created ({error})", file=sys.stderr)
+        return {}
+
+
+def merge_text(ours: str, base: str, theirs: str, version: str) -> tuple[str, bool]:
+    """git merge-file of three texts: the result, and whether it merged without conflict."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder, name) for name in ("ours", "base", "theirs")]
+        for path, text in zip(paths, (ours, base, theirs), strict=True):
+            path.write_text(text, encoding="utf-8")
+        labels = ["yours", "as generated", f"template {version}"]
+        done = subprocess.run(
+            ["git", "merge-file", "-p", *(f"-L{label}" for label in labels), *map(str, paths)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode < 0 or done.returncode > 127:
+        raise SystemExit(f"git merge-file failed: {done.stderr.strip()}")
+    return done.stdout, done.returncode == 0
+
+
+def relocate_pipeline(stage: str, context: dict[str, Any], version: str) -> None:
+    """0.2.0: src/<pkg>/pipeline/ (the lab's schema modules, version.py, sample_data.py,
+    __init__.py's MODULES) moves to the top of the package, the sample rows to tests/.
+
+    A move is a merge copier and cruft cannot make (the new path has no common ancestor),
+    so before the update the lab's pipeline/ files are set aside (in .git) and put back as
+    the old template wrote them, which the update then moves or removes cleanly; after it,
+    each is merged into its new place, three-way: the lab's version, the old starter, the
+    new starter. Imports follow: `from ..utils` -> `from .toolkit.utils` (any toolkit
+    module), sample data `from . import` -> `from <pkg> import`, tests `<pkg>.pipeline` ->
+    `<pkg>`; MODULES (with any schema the lab added) goes into the package's __init__.py.
+    """
+    import shutil
+    import subprocess
+
+    package = context["package_name"]
+    source = Path("src", package)
+    pipeline = source / "pipeline"
+    stash = Path(git_output("rev-parse", "--git-path", f"dj-template-{version}.json").strip())
+    if stage == "before":
+        if not (pipeline / "__init__.py").is_file():
+            return  # already laid out the new way
+        starter = old_starter(package, context)
+        paths = [*sorted(pipeline.glob("*.py")), *(Path(name) for name in starter)]
+        lab = {str(path): path.read_text(encoding="utf-8") for path in paths if path.is_file()}
+        stash.write_text(json.dumps({"package": package, "lab": lab, "starter": starter}))
+        for name in lab:
+            path = Path(name)
+            if name in starter:
+                path.write_text(starter[name], encoding="utf-8")
+                subprocess.run(["git", "add", "--", str(path)], check=True)
+            else:
+                subprocess.run(["git", "rm", "-q", "--", str(path)], check=True)
+        print(f"{pipeline}: your files set aside for the update ({stash})", file=sys.stderr)
+        return
+    if not stash.is_file():
+        if (pipeline / "__init__.py").is_file():
+            print(
+                f"{pipeline} was not set aside: run `migrate {version} before` first",
+                file=sys.stderr,
+            )
+        return
+    saved = json.loads(stash.read_text(encoding="utf-8"))
+    toolkit = {path.stem for path in (source / "toolkit").glob("*.py")}
+
+    def new_style(path: Path, text: str) -> str:
+        if path.parts[:1] == ("tests",):
+            text = text.replace(f"{package}.pipeline.sample_data", "sample_data")
+            return re.sub(rf"\b{package}\.pipeline\b", package, text)
+        if path.name == "sample_data.py":
+            return re.sub(r"^from \. import ", f"from {package} import ", text, flags=re.MULTILINE)
+        return re.sub(
+            r"^(\s*from )\.\.(\w+)",
+            lambda match: f"{match[1]}.toolkit.{match[2]}" if match[2] in toolkit else match[0],
+            text,
+            flags=re.MULTILINE,
+        )
+
+    conflicts = []
+    for name, text in saved["lab"].items():
+        path = Path(name)
+        if path == pipeline / "__init__.py":
+            continue
+        target = path if path.parts[:1] == ("tests",) else source / path.name
+        if path.name == "sample_data.py":
+            target = Path("tests", path.name)
+        merged, clean = new_style(path, text), True
+        if name in saved["starter"] and target.is_file():
+            base = new_style(path, saved["starter"][name])
+            merged, clean = merge_text(merged, base, target.read_text(encoding="utf-8"), version)
+        target.write_text(merged, encoding="utf-8")
+        conflicts += [] if clean else [str(target)]
+        if target != path:
+            print(f"{path} -> {target}", file=sys.stderr)
+    fold_modules(source, saved["lab"][str(pipeline / "__init__.py")])
+    for path in Path("tests").rglob("*.py"):  # the lab's other tests
+        text = path.read_text(encoding="utf-8")
+        if new_style(path, text) != text and str(path) not in saved["lab"]:
+            path.write_text(new_style(path, text), encoding="utf-8")
+    for cache in pipeline.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    if pipeline.is_dir() and not any(pipeline.rglob("*")):
+        shutil.rmtree(pipeline)
+    elif pipeline.is_dir():
+        print(f"{pipeline} still holds files: move them by hand", file=sys.stderr)
+    stash.unlink()
+    if conflicts:
+        print(f"conflicts to resolve in: {', '.join(conflicts)}", file=sys.stderr)
+
+
+def fold_modules(source: Path, pipeline_init: str) -> None:
+    """The package's __init__.py (the new template's) with the lab's MODULES, in its order."""
+    import ast
+    import importlib.util
+
+    path = source / "toolkit" / "scaffold.py"
+    spec = importlib.util.spec_from_file_location(
+        "project_scaffold", path if path.is_file() else TOOLKIT / "scaffold.py"
+    )
+    scaffold = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = scaffold
+    spec.loader.exec_module(scaffold)
+    init = source / "__init__.py"
+    text = init.read_text(encoding="utf-8")
+    assignment = scaffold.find_assignment(pipeline_init, "MODULES")
+    modules = scaffold.literal(assignment)
+    extra = [
+        node
+        for node in ast.parse(pipeline_init).body
+        if not (isinstance(node, ast.ImportFrom) and node.level == 1)
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        and node.lineno != assignment.lineno
+    ]
+    if extra:
+        code = "\n".join(ast.get_source_segment(pipeline_init, node) or "" for node in extra)
+        print(
+            f"pipeline/__init__.py held more than MODULES; move it by hand:\n{code}",
+            file=sys.stderr,
+        )
+    if scaffold.literal(scaffold.find_assignment(text, "MODULES")) == modules:
+        return
+    text = scaffold.replace_assignment(
+        text, "MODULES", scaffold.python_literal("MODULES", modules, tuple_of_names=True)
+    )
+    imports = [
+        node
+        for node in ast.parse(text).body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+    ]
+    lines = text.splitlines(keepends=True)
+    lines[imports[0].lineno - 1 : imports[-1].end_lineno] = [
+        f"from . import {m}\n" for m in modules
+    ]
+    init.write_text("".join(lines), encoding="utf-8")
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["write-modules"] and len(argv) == 2:
         write_modules(json.loads(argv[1]))
         return 0
-    if argv[:1] == ["migrate"] and len(argv) == 2:
-        migrate(argv[1])
+    if argv[:1] == ["migrate"] and 2 <= len(argv) <= 4 and argv[2:3] in ([], ["before"], ["after"]):
+        migrate(argv[1], *argv[2:3], *map(json.loads, argv[3:]))
         return 0
     if not argv:
         (TEMPLATE / "copier.yml").write_text(copier_yml(), encoding="utf-8")
         return 0
-    print("usage: copier_template.py [write-modules CONTEXT | migrate VERSION]", file=sys.stderr)
+    print(
+        "usage: copier_template.py [write-modules CONTEXT | migrate VERSION [before|after]]",
+        file=sys.stderr,
+    )
     return 2
 
 
