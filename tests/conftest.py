@@ -336,9 +336,92 @@ def template_repo(tmp_path):
     return repo
 
 
+# The template before the toolkit moved into its folder: the schema modules in
+# src/<pkg>/pipeline/, the template's code beside them.
+OLD_LAYOUT = "4a024c5eac23ad677681e067dbabc9442bc33a21"
+
+
+@pytest.fixture
+def old_template_repo(tmp_path):
+    """A git repository holding the template at OLD_LAYOUT, tagged v0.1.0; the current
+    tree follows with `release_current_template`."""
+    found = subprocess.run(["git", "cat-file", "-e", f"{OLD_LAYOUT}^{{commit}}"], cwd=TEMPLATE,
+                           capture_output=True, check=False)  # fmt: skip
+    if found.returncode:
+        pytest.skip(f"this clone lacks the template's commit {OLD_LAYOUT[:7]} (shallow?)")
+    repo = tmp_path / "template"
+    repo.mkdir()
+    archive = subprocess.run(["git", "archive", OLD_LAYOUT], cwd=TEMPLATE, capture_output=True,
+                             check=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x"], input=archive, cwd=repo, check=True)
+    git("init", "-q", "-b", "main", cwd=repo)
+    commit_all(repo, "template, old layout")
+    git("tag", "v0.1.0", cwd=repo)
+    return repo
+
+
+def release_current_template(repo: Path) -> None:
+    """The template as it is in this working tree, committed over the old one as v0.2.0."""
+    git("rm", "-rq", ".", cwd=repo)
+    shutil.copytree(TEMPLATE, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"))  # fmt: skip
+    commit_all(repo, "template 0.2.0")
+    git("tag", "v0.2.0", cwd=repo)
+
+
+def edit_old_layout_as_a_lab(project: Path) -> None:
+    """The lab's side in the old layout: a table in pipeline/subject.py, a schema added with
+    the old add-schema (its module writer), a sample row renamed, a README line."""
+    package = project / "src" / "workflow"
+    with (package / "pipeline" / "subject.py").open("a", encoding="utf-8") as module:
+        module.write(
+            '\n\n@schema\nclass Weighing(dj.Manual):\n    definition = """\n'
+            '    -> Subject\n    weighing_date : date\n    ---\n    weight : float64\n    """\n'
+        )
+    edit(package / "pipeline" / "sample_data.py", '"subject 1"', '"mouse M-101"')
+    edit(project / "README.md", "## Setup", "## Setup\n\nOur lab runs this on the cluster.")
+    scaffold = load_module(package / "scaffold.py")
+    tables = {"subject": ["Subject", "Weighing"], "session": ["Session"]}
+    scaffold.add_schema(package, project / "tests", "behavior", ["session"], tables=tables,
+                        blob="<blob@main>")  # fmt: skip
+    commit_all(project, "user edits")
+
+
+def assert_moved_over(project: Path) -> None:
+    """After the update to 0.2.0: the lab's pipeline at the top of its package, edits kept,
+    imports fixed, the template's toolkit whole, nothing left over or conflicting."""
+    package = project / "src" / "workflow"
+    schemas = ["subject", "session", "ephys", "imaging", "analysis", "behavior"]
+    assert sorted(path.name for path in package.iterdir() if path.name != "__pycache__") == sorted(
+        [f"{name}.py" for name in schemas] + ["__init__.py", "__main__.py", "worker.py",
+                                              "version.py", "toolkit"]
+    )  # fmt: skip
+    template_toolkit = TEMPLATE / "{{cookiecutter.project_slug}}" / "src"
+    template_toolkit = template_toolkit / "{{cookiecutter.package_name}}" / "toolkit"
+    assert {str(p.relative_to(package / "toolkit")) for p in (package / "toolkit").rglob("*")
+            if "__pycache__" not in p.parts} == {
+        str(p.relative_to(template_toolkit)) for p in template_toolkit.rglob("*")
+        if "__pycache__" not in p.parts}  # fmt: skip
+    assert "class Weighing(dj.Manual)" in (package / "subject.py").read_text()
+    assert "from .toolkit.utils import simulate_channels" in (package / "ephys.py").read_text()
+    assert "from . import session" in (package / "behavior.py").read_text()
+    assert module_order(project, "workflow") == schemas
+    assert '"behavior": "0.1.0"' in (package / "version.py").read_text()
+    sample = (project / "tests" / "sample_data.py").read_text()
+    assert '"mouse M-101"' in sample and "from workflow import session, subject" in sample
+    assert "from workflow import behavior" in (project / "tests" / "test_behavior.py").read_text()
+    assert "Our lab runs this on the cluster." in (project / "README.md").read_text()
+    assert not list(project.rglob("*.rej")) and not list(project.rglob("*.orig"))
+    texts = [path.read_text(errors="replace") for path in project.rglob("*")
+             if path.is_file() and ".git" not in path.parts]  # fmt: skip
+    assert not [text for text in texts if "<<<<<<<" in text or ">>>>>>>" in text]
+    assert not list(project.rglob("pipeline")) and not (project / ".pipeline-plan.json").exists()
+    assert not [p for p in project.rglob("*.py") if "workflow.pipeline" in p.read_text()]
+
+
 def edit_as_a_lab(project: Path) -> None:
     """The lab's side of an update test: a table added to a generated module, a README line."""
-    subject = project / "src" / "workflow" / "pipeline" / "subject.py"
+    subject = project / "src" / "workflow" / "subject.py"
     with subject.open("a", encoding="utf-8") as module:
         module.write(
             '\n\n@schema\nclass Weighing(dj.Manual):\n    definition = """\n'
@@ -350,12 +433,12 @@ def edit_as_a_lab(project: Path) -> None:
 
 def change_the_template(template_repo: Path) -> None:
     """The template's side (uncommitted): a helper, the module writer and the README change."""
-    package = (
+    toolkit = (
         template_repo / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
-    )
-    edit(package / "utils.py", "DURATION = 2.0", "DURATION = 3.0")
+    ) / "toolkit"
+    edit(toolkit / "utils.py", "DURATION = 2.0", "DURATION = 3.0")
     edit(
-        package / "scaffold.py",
+        toolkit / "scaffold.py",
         '    """One $name, entered by hand or from another lab system."""',
         '    """One $name, entered by hand or imported from another lab system."""',
     )
@@ -366,10 +449,10 @@ def change_the_template(template_repo: Path) -> None:
 def assert_both_sides_kept(project: Path) -> None:
     """After an update: the lab's edits survived and the template's changes arrived."""
     package = project / "src" / "workflow"
-    subject = (package / "pipeline" / "subject.py").read_text()
+    subject = (package / "subject.py").read_text()
     assert "class Weighing(dj.Manual)" in subject  # the lab's table survived
     assert "imported from another lab system" in subject  # the module writer's change arrived
-    assert "DURATION = 3.0" in (package / "utils.py").read_text()
+    assert "DURATION = 3.0" in (package / "toolkit" / "utils.py").read_text()
     readme = (project / "README.md").read_text()
     assert "Our lab runs this on the cluster." in readme and "Template news." in readme
     assert not list(project.rglob("*.rej")) and not list(project.rglob("*.orig"))

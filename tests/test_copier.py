@@ -21,11 +21,17 @@ from conftest import (
     GIT,
     TEMPLATE,
     assert_both_sides_kept,
+    assert_moved_over,
     change_the_template,
     commit_all,
     edit,
     edit_as_a_lab,
+    edit_old_layout_as_a_lab,
+    install,
     load_hook,
+    release_current_template,
+    run_project_tests,
+    unexpected_skips,
 )
 
 BIN = Path(sys.executable).parent
@@ -141,9 +147,9 @@ def test_structured_spec_from_a_data_file(tmp_path, template_repo):
     project = tmp_path / "project"
     copier("copy", "--quiet", "--trust", "--defaults", "--data-file", data, template_repo,
            project, cwd=tmp_path)  # fmt: skip
-    init = (project / "src" / "lab" / "pipeline" / "__init__.py").read_text()
+    init = (project / "src" / "lab" / "__init__.py").read_text()
     assert re.search(r"MODULES = \(mouse, scan, behavior, stats\)", init), init
-    assert "Mice of the colony." in (project / "src" / "lab" / "pipeline" / "mouse.py").read_text()
+    assert "Mice of the colony." in (project / "src" / "lab" / "mouse.py").read_text()
     recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert list(recorded["schemas"]) == list(spec)
 
@@ -215,7 +221,7 @@ def test_answers_are_checked_as_they_are_given(tmp_path, template_repo):
     assert answers["author_email"] == "alice@example.org"
     assert answers["schemas"] == "mouse; scan <- mouse"
     assert "s3_bucket" not in answers
-    assert (project / "src" / "workflow" / "pipeline" / "scan.py").is_file()
+    assert (project / "src" / "workflow" / "scan.py").is_file()
 
 
 def test_cookiecutter_refusal_says_how_to_retry_without_retyping(tmp_path, template_repo):
@@ -277,12 +283,14 @@ def test_copier_update_keeps_edits_and_brings_template_changes(copier_project, t
 @pytest.mark.slow
 def test_copier_update_surfaces_conflicts(copier_project, template_repo):
     project = copier_project
-    utils = project / "src" / "workflow" / "utils.py"
+    utils = project / "src" / "workflow" / "toolkit" / "utils.py"
     edit(utils, "DURATION = 2.0", "DURATION = 5.0  # our rig records longer")
     commit_all(project, "user edit")
     template_utils = (
-        template_repo / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
-    ) / "utils.py"
+        (template_repo / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}")
+        / "toolkit"
+        / "utils.py"
+    )
     edit(template_utils, "DURATION = 2.0", "DURATION = 3.0")
     release(template_repo, "0.2.0")
     copier("update", "--trust", "--defaults", "--conflict", "inline", cwd=project)
@@ -304,9 +312,9 @@ def test_copier_migration_moves_a_renamed_file(copier_project, template_repo, co
         path = template_repo / "{{cookiecutter.project_slug}}" / page
         path.write_text(path.read_text().replace("deploy.md", "deployment.md"))
     script = template_repo / "hooks" / "copier_template.py"
-    edit(script, "MIGRATIONS: list[dict[str, Any]] = []",
+    edit(script, "MIGRATIONS: list[dict[str, Any]] = [\n",
          'MIGRATIONS: list[dict[str, Any]] = [{"version": "0.2.0", '
-         '"rename": {"docs/deploy.md": "docs/deployment.md"}}]')  # fmt: skip
+         '"rename": {"docs/deploy.md": "docs/deployment.md"}},\n')  # fmt: skip
     run(sys.executable, script, cwd=template_repo)  # copier.yml follows
     assert "migrate" in (template_repo / "copier.yml").read_text()
     release(template_repo, "0.2.0")
@@ -316,3 +324,39 @@ def test_copier_migration_moves_a_renamed_file(copier_project, template_repo, co
     moved = (project / "docs" / "deployment.md").read_text()
     assert "Our cluster notes." in moved  # never dropped
     assert "deployment.md" in (project / "mkdocs.yml").read_text()
+
+
+@pytest.mark.slow
+def test_copier_update_moves_an_old_layout_project_over(tmp_path, old_template_repo, project_env,
+                                                        lab_accounts):  # fmt: skip
+    """A project generated before the toolkit had its folder (schema modules in
+    src/<pkg>/pipeline/) crosses to 0.2.0 with `copier update`: the migration sets the lab's
+    pipeline aside and merges it into the new places; the lab's suite then passes."""
+
+    def old_copier(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+        # The old hook looks for the template in its parent process's folder too: the
+        # parent is a shell there, not pytest here in the template's own checkout.
+        return run("sh", "-c", f'"{BIN / "copier"}" "$@" || exit $?', "sh", *args, cwd=cwd)
+
+    project = tmp_path / "project"
+    old_copier("copy", "--quiet", "--trust", "--defaults", "--vcs-ref", "v0.1.0",
+               old_template_repo, project, cwd=tmp_path)  # fmt: skip
+    assert (project / "src" / "workflow" / "pipeline" / "subject.py").is_file()
+    run("git", "init", "-q", "-b", "main", cwd=project)
+    commit_all(project, "generated")
+    edit_old_layout_as_a_lab(project)
+    release_current_template(old_template_repo)
+
+    result = old_copier("update", "--trust", "--defaults", "--conflict", "inline", cwd=project)
+    assert "src/workflow/pipeline/subject.py -> src/workflow/subject.py" in result.stderr
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v0.2.0"
+    assert_moved_over(project)
+    assert not list((project / ".git").glob("dj-template-*"))  # what was set aside is gone
+    commit_all(project, "template 0.2.0")
+    install(project_env, project)
+    account = lab_accounts["mariadb"]
+    tests = run_project_tests(project_env, project, account.env, "-vv",
+                              **account.test_prefix_env("workflow"))  # fmt: skip
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert not unexpected_skips(tests), tests.stdout
+    assert "test_behavior_counts_its_inputs PASSED" in tests.stdout, tests.stdout[-3000:]
