@@ -260,7 +260,10 @@ def write_modules(context: dict[str, Any]) -> None:
 def git_output(*args: str) -> str:
     import subprocess
 
-    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
+    done = subprocess.run(["git", *args], check=False, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"git {args[0]}: {done.stderr.strip() or 'failed'} (a git tree is needed)")
+    return done.stdout
 
 
 def project_context() -> dict[str, Any]:
@@ -361,8 +364,9 @@ def relocate_pipeline(stage: str, context: dict[str, Any], version: str) -> None
     __init__.py's MODULES) moves to the top of the package, the sample rows to tests/.
 
     A move is a merge copier and cruft cannot make (the new path has no common ancestor),
-    so before the update the lab's pipeline/ files are set aside (in .git) and put back as
-    the old template wrote them, which the update then moves or removes cleanly; after it,
+    so before the update the lab's pipeline/ files and the schemas' tests are set aside (in
+    .git) and put back as the old template wrote them, which the update then moves, changes
+    or removes cleanly; after it,
     each is merged into its new place, three-way: the lab's version, the old starter, the
     new starter. Imports follow: `from ..utils` -> `from .toolkit.utils` (any toolkit
     module), sample data `from . import` -> `from <pkg> import`, tests `<pkg>.pipeline` ->
@@ -378,6 +382,10 @@ def relocate_pipeline(stage: str, context: dict[str, Any], version: str) -> None
     if stage == "before":
         if not (pipeline / "__init__.py").is_file():
             return  # already laid out the new way
+        if stash.exists():
+            raise SystemExit(
+                f"{pipeline} is set aside already ({stash}): run `migrate {version} after`"
+            )
         starter = old_starter(package, context)
         paths = [*sorted(pipeline.glob("*.py")), *(Path(name) for name in starter)]
         lab = {str(path): path.read_text(encoding="utf-8") for path in paths if path.is_file()}
