@@ -301,22 +301,55 @@ def test_ruff_and_mypy_pass_on_every_render(renders, lint_env, tmp_path):
     assert not failures, failures
 
 
-@pytest.mark.slow
-def test_generated_tooling_test_passes(renders, lint_env):
-    """The generated tests/test_tooling.py (hook versions = dev extra) passes in a render."""
-    project = renders["several-roots"]
-    result = run(
-        str(lint_env / "python"),
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "tests/test_tooling.py",
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project / "src")},
-    )
-    assert result.returncode == 0, output(result)
+# -- One version of each tool, kept where Dependabot updates it (the render's dependabot.yml) --
+# Local pre-commit hooks install their tools from PyPI, which Dependabot's pre-commit
+# ecosystem does not update: each version a hook pins is pinned in the dev extra too (same
+# version: test_hooks_use_the_dev_extras_versions_and_install_from_pypi above). Dependabot
+# does not read a workflow's `services:` either: the CI images are listed in
+# .github/docker-compose.ci.yaml, which it updates, and ci.yml must match it.
+
+# An image pinned to one release: a tag with a full version, and maybe a digest.
+PINNED_IMAGE = re.compile(r"^[\w./-]+:\d+\.\d+(\.\d+)?(@sha256:[0-9a-f]{64})?$")
+
+
+def test_every_version_a_hook_pins_is_one_dependabot_updates(renders):
+    for name, project in renders.items():
+        requirements = dev_extra(project)
+        config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+        for hook in (hook for repo in config["repos"] for hook in repo["hooks"]):
+            for dependency in map(Requirement, hook.get("additional_dependencies", [])):
+                if str(dependency.specifier).startswith("=="):
+                    assert dependency.name in requirements, (
+                        f"{name}: hook {hook['id']}: {dependency} is pinned only in "
+                        ".pre-commit-config.yaml; pin it in pyproject.toml's dev extra too"
+                    )
+        for tool_name in ("ruff", "mypy", "codespell", "zizmor", "nbstripout", "pre-commit-hooks"):
+            assert str(requirements[tool_name].specifier).startswith("=="), (name, tool_name)
+
+
+def service_images(path: Path) -> dict[str, str]:
+    """The image of each service of a compose file, or of each job's services in a workflow."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if "jobs" not in spec:
+        return {name: service["image"] for name, service in spec["services"].items()}
+    return {
+        name: service["image"]
+        for job in spec["jobs"].values()
+        for name, service in job.get("services", {}).items()
+    }
+
+
+def test_ci_tests_against_the_database_images_dependabot_updates(renders):
+    for name, project in renders.items():
+        listed = service_images(project / ".github" / "docker-compose.ci.yaml")
+        assert service_images(project / ".github" / "workflows" / "ci.yml") == listed, name
+        for service, image in listed.items():
+            assert PINNED_IMAGE.match(image), f"{name}: {service}: {image} is not pinned"
+        dependabot = yaml.safe_load((project / ".github" / "dependabot.yml").read_text())
+        assert any(
+            update["package-ecosystem"] == "docker-compose" and update["directory"] == "/.github"
+            for update in dependabot["updates"]
+        ), name
 
 
 # -- pip ----------------------------------------------------------------------------------------
