@@ -29,9 +29,12 @@ pytestmark = pytest.mark.slow
 PACKAGE = "bkup"
 
 FILL = f"""
-import {PACKAGE}
-{PACKAGE}.activate()
-{PACKAGE}.insert_sample_data()  # and populate
+import sys
+sys.path.insert(0, "tests")
+from sample_data import SAMPLE_DATA
+from {PACKAGE} import pipeline
+pipeline.activate()
+pipeline.insert_sample_data(SAMPLE_DATA)  # and populate
 """
 
 # A table of awkward values in the subject schema; its name, SQL and quoting in the values.
@@ -40,11 +43,10 @@ import datetime, sys, tempfile
 from pathlib import Path
 import numpy as np
 import datajoint as dj
-import {PACKAGE}
-{PACKAGE}.activate()
-from {PACKAGE}.pipeline import subject
+from {PACKAGE} import pipeline, subject
+pipeline.activate()
 
-name = {PACKAGE}.schema_prefix() + "subject"
+name = pipeline.schema_prefix() + "subject"
 
 @subject.schema
 class Extras(dj.Manual):
@@ -90,8 +92,7 @@ COMPARE = f"""
 import json, os, sys, tempfile
 import numpy as np
 import datajoint as dj
-import {PACKAGE}
-from {PACKAGE}.utils import prepare_stores
+from {PACKAGE}.toolkit.utils import prepare_stores
 
 old_prefix, new_prefix = sys.argv[1:3]
 prepare_stores()
@@ -175,7 +176,7 @@ print(tables, rows)
 
 DROP = f"""
 import sys
-from {PACKAGE} import operations
+from {PACKAGE}.toolkit import operations
 for prefix in sys.argv[1:]:
     operations.reset(operations.reset_plan(prefix))
 """
@@ -228,8 +229,7 @@ def filled(request, project, lab_accounts):
     old, new = f"{account.prefix}bk{tag}_", f"{account.prefix}rs{tag}_"
     lab = Lab(project, account, old)
     try:
-        lab.run("-c", FILL)
-        lab.run("-c", EXTRAS)
+        lab.run("-c", FILL + EXTRAS)  # one Python start
         yield lab, old, new
     finally:
         lab.run("-c", DROP, old, new, check=False)
@@ -276,7 +276,7 @@ def test_round_trip_brings_every_value_back(filled, tmp_path):
 CRAFT = f"""
 import hashlib, json, shutil, sys
 from pathlib import Path
-from {PACKAGE} import backup
+from {PACKAGE}.toolkit import backup
 
 good, work, new = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 
@@ -391,7 +391,9 @@ def test_crafted_archives_are_refused_and_nothing_is_created(filled, tmp_path):
     assert cli.returncode == 1 and "Traceback" not in cli.stderr
     assert cli.stderr.strip().splitlines()[-1].startswith("error: ")
     # Production needs the prefix typed (here: no answer), as for other production actions.
-    production = lab.run("-c", f"import {PACKAGE}; print({PACKAGE}.PRODUCTION_PREFIX)").stdout
+    production = lab.run(
+        "-c", f"import {PACKAGE}; print({PACKAGE}.pipeline.production_prefix)"
+    ).stdout
     refused = lab.run("-m", PACKAGE, "restore", str(good), "--prefix",
                       production.strip().splitlines()[-1], check=False, stdin="")  # fmt: skip
     assert refused.returncode == 1 and "Nothing restored" in refused.stderr
@@ -403,7 +405,7 @@ def test_crafted_archives_are_refused_and_nothing_is_created(filled, tmp_path):
 FAIL = f"""
 import hashlib, json, sys
 from pathlib import Path
-from {PACKAGE} import backup
+from {PACKAGE}.toolkit import backup
 
 folder, new, where = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 manifest = json.loads((folder / "manifest.json").read_text())
