@@ -387,21 +387,22 @@ def edit_old_layout_as_a_lab(project: Path) -> None:
     commit_all(project, "user edits")
 
 
-def assert_moved_over(project: Path) -> None:
-    """After the update to 0.2.0: the lab's pipeline at the top of its package, edits kept,
-    imports fixed, the template's toolkit whole, nothing left over or conflicting."""
+def assert_moved_over(project: Path, template: Path) -> None:
+    """After the update to 0.2.0 (`template`: its repository): the lab's pipeline at the top
+    of its package, edits kept, imports fixed, the template's toolkit whole, nothing left
+    over or conflicting."""
     package = project / "src" / "workflow"
     schemas = ["subject", "session", "ephys", "imaging", "analysis", "behavior"]
     assert sorted(path.name for path in package.iterdir() if path.name != "__pycache__") == sorted(
         [f"{name}.py" for name in schemas] + ["__init__.py", "__main__.py", "worker.py",
                                               "version.py", "toolkit"]
     )  # fmt: skip
-    template_toolkit = TEMPLATE / "{{cookiecutter.project_slug}}" / "src"
-    template_toolkit = template_toolkit / "{{cookiecutter.package_name}}" / "toolkit"
-    assert {str(p.relative_to(package / "toolkit")) for p in (package / "toolkit").rglob("*")
-            if "__pycache__" not in p.parts} == {
-        str(p.relative_to(template_toolkit)) for p in template_toolkit.rglob("*")
-        if "__pycache__" not in p.parts}  # fmt: skip
+    toolkit = template / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
+    files = {str(path.relative_to(toolkit / "toolkit")): path.read_bytes()
+             for path in (toolkit / "toolkit").rglob("*") if path.is_file()}  # fmt: skip
+    assert files == {str(path.relative_to(package / "toolkit")): path.read_bytes()
+                     for path in (package / "toolkit").rglob("*") if path.is_file()
+                     and "__pycache__" not in path.parts}  # fmt: skip
     assert "class Weighing(dj.Manual)" in (package / "subject.py").read_text()
     assert "from .toolkit.utils import simulate_channels" in (package / "ephys.py").read_text()
     assert "from . import session" in (package / "behavior.py").read_text()

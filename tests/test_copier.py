@@ -350,7 +350,7 @@ def test_copier_update_moves_an_old_layout_project_over(tmp_path, old_template_r
     result = old_copier("update", "--trust", "--defaults", "--conflict", "inline", cwd=project)
     assert "src/workflow/pipeline/subject.py -> src/workflow/subject.py" in result.stderr
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v0.2.0"
-    assert_moved_over(project)
+    assert_moved_over(project, old_template_repo)
     assert not list((project / ".git").glob("dj-template-*"))  # what was set aside is gone
     commit_all(project, "template 0.2.0")
     install(project_env, project)

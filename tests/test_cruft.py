@@ -166,7 +166,7 @@ def test_cruft_update_moves_an_old_layout_project_over(
     for step in readme_steps(old_template_repo):
         done = run("sh", "-c", step, cwd=project, check=False)
         assert done.returncode == 0, f"{step}\n{done.stdout}\n{done.stderr}"
-    assert_moved_over(project)
+    assert_moved_over(project, old_template_repo)
     assert run("git", "status", "--porcelain", cwd=project).stdout == ""  # all committed
     assert cruft("check", cwd=project).returncode == 0
     install(project_env, project)
