@@ -32,6 +32,7 @@ PACKAGE = "benchwork"
 SLOW_MODULE = '''\
 """An I/O-bound schema: every make() waits, as for a file or a remote service."""
 
+import os
 import time
 from pathlib import Path
 
@@ -100,6 +101,11 @@ def populate(python: str, project: Path, env: dict, workers: int, keys: int) -> 
         run_env = {**env, "BENCH_BARRIER": barrier}
         processes = [subprocess.Popen(command, cwd=project, env=run_env) for _ in range(workers)]
         while len(list(Path(barrier).glob("ready-*"))) < workers:
+            ended = [process.returncode for process in processes if process.poll() is not None]
+            if ended:  # before its first make(): it will never be ready
+                for process in processes:
+                    process.kill()
+                raise SystemExit(f"a worker exited before its first make() (exit {ended[0]})")
             time.sleep(0.01)
         go = time.time()
         (Path(barrier) / "go").touch()
