@@ -34,11 +34,13 @@ TOKEN = secrets.token_urlsafe(24)
 
 # The sample data, populated; then one job of the last table fails for real.
 FILL = f"""
-import {PACKAGE}
-from {PACKAGE} import auto_tables
-{PACKAGE}.activate()
-{PACKAGE}.insert_sample_data()
-table = auto_tables()[-1]
+import sys
+sys.path.insert(0, "tests")
+from sample_data import SAMPLE_DATA
+from {PACKAGE} import pipeline
+pipeline.activate()
+pipeline.insert_sample_data(SAMPLE_DATA)
+table = pipeline.auto_tables()[-1]
 key = table.proj().to_dicts(limit=1)[0]
 (table & key).delete(prompt=False)
 table.jobs.refresh()
@@ -54,20 +56,19 @@ print(f"{{table.__module__.rpartition('.')[2]}}.{{table.__name__}}")
 # What the lab fixture leaves: every schema under its prefix, downstream first.
 DROP = f"""
 import datajoint as dj
-import {PACKAGE}
-{PACKAGE}.activate(create=False)
-for module in reversed({PACKAGE}.MODULES):
+from {PACKAGE} import pipeline
+pipeline.activate(create=False)
+for module in reversed(pipeline.modules):
     module.schema.drop(prompt=False)
 for name in dj.list_schemas():
-    if name.startswith({PACKAGE}.schema_prefix()):
+    if name.startswith(pipeline.schema_prefix()):
         dj.Schema(name).drop(prompt=False)
 """
 
 ERRORS = f"""
-import {PACKAGE}
-from {PACKAGE} import auto_tables
-{PACKAGE}.activate()
-print(len(auto_tables()[-1].jobs.errors))
+from {PACKAGE} import pipeline
+pipeline.activate()
+print(len(pipeline.auto_tables()[-1].jobs.errors))
 """
 
 
