@@ -127,7 +127,10 @@ def reset(args: argparse.Namespace) -> int:
         print(f"Nothing to drop: no schema starts with {pipeline.schema_prefix()!r}.")
         return 0
     print("\n".join(["Drops these schemas and everything in them:", *names]))
-    if not args.yes and operations.confirm("Type the prefix to confirm: ") != pipeline.schema_prefix():
+    if (
+        not args.yes
+        and operations.confirm("Type the prefix to confirm: ") != pipeline.schema_prefix()
+    ):
         print("Nothing dropped (give --yes to skip the question).", file=sys.stderr)
         return 1
     operations.reset(names)

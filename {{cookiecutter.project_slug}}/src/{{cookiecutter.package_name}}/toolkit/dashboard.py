@@ -68,8 +68,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 from . import health, operations
-from .project import pipeline, short_name
 from .jobs import retry as retry_jobs
+from .project import pipeline, short_name
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from types import ModuleType
 
 import datajoint as dj
 
-from .project import pipeline, short_name, tables, with_parts
 from .devdb import embedded_settings
+from .project import pipeline, short_name, tables, with_parts
 
 #: A table's full name as the database quotes it, e.g. "lab_subject"."subject" (PostgreSQL)
 #: or `lab_subject`.`subject` (MySQL), also with _ for . as make_mermaid() writes node ids.

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import datajoint as dj
 from datajoint.declare import prepare_declare
 
-from .project import pipeline, short_name
 from .operations import all_tables, label
+from .project import pipeline, short_name
 
 ADVICE = """\
 To bring the database in line with the code, on a development set first:

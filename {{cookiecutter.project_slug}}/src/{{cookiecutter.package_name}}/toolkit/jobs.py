@@ -18,8 +18,8 @@ from typing import Any
 import datajoint as dj
 from datajoint.jobs import Job
 
-from .project import pipeline
 from .operations import existing_jobs, label
+from .project import pipeline
 
 STATUSES = ("error", "reserved")
 FIELDS = ("error_message", "host", "pid", "created_time", "reserved_time", "completed_time")

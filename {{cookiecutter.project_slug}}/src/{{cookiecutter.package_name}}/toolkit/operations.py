@@ -225,7 +225,8 @@ def overlaps_production(prefix: str) -> bool:
     if not pipeline.production_prefix:  # production schemas are named plainly: each module's name
         names = [short_name(module) for module in pipeline.modules] + ["_versions"]
         return not prefix or any(name.startswith(prefix) for name in names)
-    return prefix.startswith(pipeline.production_prefix) or pipeline.production_prefix.startswith(prefix)
+    production = pipeline.production_prefix
+    return prefix.startswith(production) or production.startswith(prefix)
 
 
 def reset_plan(prefix: str | None = None) -> list[str]:

@@ -385,7 +385,7 @@ def python_literal(name: str, value: Any, *, tuple_of_names: bool = False) -> st
             inner = "".join(f'        "{element}",\n' for element in item)
             line = f'    "{key}": (\n{inner}    ),\n'
         lines.append(line)
-    return f"{name} = {{\n" + "".join(lines) + "}"
+    return f"{name} = " + "{\n" + "".join(lines) + "}"
 
 
 # Lines holding names (a long schema name is 90 characters as `module.Class`), written as
@@ -547,7 +547,7 @@ def module_source(schema: dict, tables: dict[str, str], kinds: dict[str, str], b
             device_words=re.sub(r"(?<!^)(?=[A-Z])", " ", lookup).lower() + "s",
             contents="[\n"
             + "".join(
-                sample_row(f'{{"{key}": "{kind}", "num_channels": {channels}}}', " " * 8)
+                sample_row("{" + f'"{key}": "{kind}", "num_channels": {channels}' + "}", " " * 8)
                 for kind, channels in contents
             )
             + "    ]",
@@ -605,14 +605,14 @@ def sample_entries(plan: list[dict], tables: dict[str, str], kinds: dict[str, st
         name, upstream = schema["name"], schema["upstream"]
         if kinds[name] == "entity":
             rows = [
-                f'{{"{name}_id": {i}, "{name}_name": "{text}"}}'
+                "{" + f'"{name}_id": {i}, "{name}_name": "{text}"' + "}"
                 for i, text in enumerate(entity_names(name), start=1)
             ]
         elif kinds[name] == "event":
-            keys = "".join(f'"{parent}_id": {{i}}, ' for parent in upstream)
+            keys = "".join(f'"{parent}_id": ' + "{i}, " for parent in upstream)
             rows = [
                 "{" + keys.format(i=i) + f'"{name}_id": 1, '
-                f'"{name}_date": datetime.date(2026, 1, {i})}}'
+                f'"{name}_date": datetime.date(2026, 1, {i})' + "}"
                 for i in range(1, SAMPLE_ROWS + 1)
             ]
         else:
@@ -630,7 +630,7 @@ def sample_row(row: str, indent: str = " " * 12) -> str:
         return line
     fields = re.findall(r'"[^"]*": (?:"[^"]*"|datetime\.date\([^)]*\)|[^,}]+)', row)
     inner = "".join(f"{indent}    {field},\n" for field in fields)
-    return f"{indent}{{\n{inner}{indent}}},\n"
+    return indent + "{\n" + inner + indent + "},\n"
 
 
 def lab_init(names: list[str], *, name: str, production_prefix: str, settings_prefix: str):

@@ -825,7 +825,8 @@ def connect(options: Options, tables: Sequence[type[dj.Table]] = ()) -> list[typ
             populator.pause(delay)
             with contextlib.suppress(Exception):  # else the next try meets the error
                 reconnect(dj.conn())  # the session pipeline.activate() uses, when it was opened
-            for module in pipeline.modules:  # DataJoint's pipeline.activate() skips a schema it began with
+            # DataJoint's pipeline.activate() skips a schema it began with
+            for module in pipeline.modules:
                 module.schema.database = None
 
 
