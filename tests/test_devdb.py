@@ -92,7 +92,7 @@ def test_dev_db_runs_the_notebooks_offline_and_keeps_its_data(project, project_e
     ok("python", "-m", PACKAGE, "dev-db", "start")
     # The notebooks' rows survived the restart, under the development prefix they chose.
     count = (
-        f"import {PACKAGE} as p; p.activate('dev_' + p.PRODUCTION_PREFIX); "
+        f"from {PACKAGE} import pipeline as p; p.activate(p.development_prefix); "
         "remaining, total = p.auto_tables()[-1]().progress(); print(remaining, total)"
     )
     remaining, total = map(int, ok("python", "-c", count).split()[-2:])
