@@ -727,8 +727,17 @@ UNUSUAL = [
     {"description": "Tab-free, with a zero-width joiner 👩‍🔬 and a soft hyphen co\u00adop"},
     longest_answers("mariadb"),  # ruff formats lines of long names as the scaffold writes them
     longest_answers("postgresql"),
+    # Names of toolkit modules, free for schemas since the toolkit has a folder of its own.
+    {"schemas": "backup; alerts <- backup; utils <- alerts, backup; health <- utils"},
 ]
-DECLARED = {2: "mariadb", 17: "postgresql", 19: "mariadb", 25: "postgresql", 28: "mariadb"}
+DECLARED = {
+    2: "mariadb",
+    17: "postgresql",
+    19: "mariadb",
+    25: "postgresql",
+    28: "mariadb",
+    38: "mariadb",  # schema modules named as toolkit modules
+}
 
 
 def unusual_answers(index: int) -> dict:
@@ -868,11 +877,12 @@ def test_the_longest_accepted_names_are_the_longest(pre_gen, server):
 @pytest.mark.slow
 @pytest.mark.parametrize("server", list(LONGEST))
 def test_the_longest_names_declare_and_pass_the_generated_tests(tmp_path, project_env, server):
-    """The longest names the hook accepts, in every kind of starter table, declare (under the
-    development prefix) and pass the generated tests that name schemas, tables and grants:
-    the pipeline's, its schemas' own, and operations, promotion and access under the tests'
-    throwaway prefixes. Run as the server's administrator: the hook leaves room for the
-    default prefixes of the tests (test_...), which a lab account's own prefix would lengthen."""
+    """The longest names the hook accepts, in every kind of starter table, declare under the
+    development prefix and under the longest prefix the toolkit's tests use (a throwaway
+    test_<6 hex>_ with ro<4 hex>_ added), and pass the generated tests (the pipeline's, the
+    toolkit's smoke test, the schemas' own) under the tests' throwaway prefixes. Run as the
+    server's administrator: the hook leaves room for the default prefixes of the tests
+    (test_...), which a lab account's own prefix would lengthen."""
     from cookiecutter.main import cookiecutter
 
     package = f"longest_{server}"
@@ -887,16 +897,20 @@ def test_the_longest_names_declare_and_pass_the_generated_tests(tmp_path, projec
     )
     install(project_env, project)
     python = str(project_env / "bin" / "python")
-    env = clean_environment(**BACKENDS[server])
-    try:
-        declared = subprocess.run([python, "-m", package, "declare"], cwd=project, env=env,
-                                  capture_output=True, check=False, text=True)  # fmt: skip
-        assert declared.returncode == 0, declared.stdout[-2000:] + declared.stderr[-3000:]
-    finally:
-        subprocess.run([python, "-m", package, "reset", "--yes"], cwd=project, env=env,
-                       capture_output=True, check=False)  # fmt: skip
+    longest_test_prefix = f"test_{secrets.token_hex(3)}_ro{secrets.token_hex(2)}_"
+    assert len(longest_test_prefix) == 19  # the hook's TEST_PREFIX_ROOM
+    for prefix in (None, longest_test_prefix):
+        variable = {f"{package.upper()}_SCHEMA_PREFIX": prefix} if prefix else {}
+        env = clean_environment(**BACKENDS[server], **variable)
+        try:
+            declared = subprocess.run([python, "-m", package, "declare"], cwd=project, env=env,
+                                      capture_output=True, check=False, text=True)  # fmt: skip
+            assert declared.returncode == 0, declared.stdout[-2000:] + declared.stderr[-3000:]
+        finally:
+            subprocess.run([python, "-m", package, "reset", "--yes"], cwd=project, env=env,
+                           capture_output=True, check=False)  # fmt: skip
     names = module_order(project, package)
-    suite = ["pipeline", "operations", "promotion", "access", *names]
+    suite = ["pipeline", "toolkit", *names]
     result = run_project_tests(project_env, project, server, *(f"tests/test_{n}.py" for n in suite))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout

@@ -633,13 +633,22 @@ def sample_row(row: str, indent: str = " " * 12) -> str:
     return indent + "{\n" + inner + indent + "},\n"
 
 
+def python_string(text: str) -> str:
+    """A string literal of any one-line text as ruff formats it: double quotes, unless the
+    text holds more double quotes than single ones."""
+    body = json.dumps(text, ensure_ascii=False)[1:-1]  # escapes backslashes, quotes, controls
+    if text.count('"') > text.count("'"):
+        return "'" + body.replace('\\"', '"').replace("'", "\\'") + "'"
+    return f'"{body}"'
+
+
 def lab_init(names: list[str], *, name: str, production_prefix: str, settings_prefix: str):
     """Source of the lab's package __init__.py: the schema modules, upstream first."""
     return LAB_INIT.substitute(
         docstring_name=escaped(name),
         imports="\n".join(f"from . import {module}" for module in names),
         modules=python_literal("MODULES", names, tuple_of_names=True)[len("MODULES = ") :],
-        name=json.dumps(name, ensure_ascii=False),
+        name=python_string(name),
         production_prefix=json.dumps(production_prefix),
         settings_prefix=json.dumps(settings_prefix),
         settings_bare=settings_prefix,
