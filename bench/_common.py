@@ -133,12 +133,18 @@ def install(project: Path, extras: str = "", venv: Path | None = None) -> str:
 
 
 def prepare(
-    work: Path, package: str, name: str, *answers: str, extras: str = ""
+    work: Path, package: str, name: str, *answers: str, extras: str = "", venv: Path | None = None
 ) -> tuple[Path, str]:
     """A project rendered (package_name, project_name and `answers`) and installed in its own
-    .venv: (project, python)."""
+    .venv, or in `venv`: (project, python)."""
     project = render(work, f"package_name={package}", f"project_name={name}", *answers)
-    return project, install(project, extras)
+    return project, install(project, extras, venv)
+
+
+def venv_option(parser) -> None:
+    """--venv: install into an existing virtual environment (the template's suite shares
+    one: its packages installed, their .pyc files written) instead of a new one."""
+    parser.add_argument("--venv", type=Path, help="install into this virtual environment")
 
 
 def ratio(name: str, value: float, goal: float, unit: str = "", *, at_least: bool = False) -> str:

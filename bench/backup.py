@@ -2,7 +2,7 @@
 
     python bench/backup.py [--trials 300] [--rows 20000] [--backend mysql|postgresql]
                            [--project PATH --python PATH --package NAME] [--prefix PREFIX]
-                           [--tiny]
+                           [--tiny] [--venv PATH]
 
 Renders a project (or uses an installed one: --project, --python, --package), fills the
 starter pipeline with its sample data (tests/sample_data.py) and stored objects, and adds a
@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import SERVERS, environment, prepare, ratio
+from _common import SERVERS, environment, prepare, ratio, venv_option
 
 PACKAGE = "benchbackup"
 MANIFEST = "manifest.json"
@@ -254,6 +254,7 @@ def main() -> None:
     parser.add_argument("--package", default=None, help="the project's package (with --project)")
     parser.add_argument("--prefix", help="the start of the schema names to use")
     parser.add_argument("--tiny", action="store_true", help="3 trials, 300 rows")
+    venv_option(parser)
     args = parser.parse_args()
     if args.tiny:
         args.trials, args.rows = 3, 300
@@ -267,7 +268,8 @@ def main() -> None:
         if args.project:
             project = Project(args.project, args.python, args.package or "bkup", env)
         else:
-            rendered = prepare(work, PACKAGE, "Bench Backup", f"database_backend={args.backend}")
+            answers = [f"database_backend={args.backend}"]
+            rendered = prepare(work, PACKAGE, "Bench Backup", *answers, venv=args.venv)
             project = Project(*rendered, PACKAGE, env)
         prefixes = [small, large]
         try:

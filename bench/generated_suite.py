@@ -1,6 +1,7 @@
 """The generated project's own test suite on the embedded database, cold and warm, by phase.
 
-    python bench/generated_suite.py [--warm-runs 3] [--tiny] [--answers key=value ...]
+    python bench/generated_suite.py [--warm-runs 3] [--tiny] [--venv PATH]
+                                    [--answers key=value ...]
 
 Renders the default project (cookiecutter, no input), installs it as its README says with
 uv (uv venv, then uv pip install -e ".[dev]"; uv's package cache is warm after the first
@@ -15,7 +16,8 @@ The embedded server's data folder lives in this run's temporary folder (TMPDIR),
 cold run is cold and no other run on the machine shares it. Timings are of one run of
 one machine: a machine busy with other work gives larger numbers. A benchmark, not a
 test: it exits 0 whatever the ratio (non-zero only when a step fails). --tiny: one warm
-run and no import profile (what the template's own suite runs).
+run and no import profile (what the template's own suite runs, with --venv: its shared
+environment, whose .pyc files are written, so its "cold" run is cold only for the server).
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ import sys
 import time
 from pathlib import Path
 
-from _common import environment, install, print_phases, ratio, render, scratch, timed_suite
+from _common import (
+    environment,
+    install,
+    print_phases,
+    ratio,
+    render,
+    scratch,
+    timed_suite,
+    venv_option,
+)
 
 GOAL = 5.0  # seconds, warm
 
@@ -59,6 +70,7 @@ def main() -> None:
     parser.add_argument("--warm-runs", type=int, default=3, help="warm runs (median)")
     parser.add_argument("--tiny", action="store_true", help="one warm run, no import profile")
     parser.add_argument("--answers", nargs="*", default=[], help="cookiecutter key=value")
+    venv_option(parser)
     args = parser.parse_args()
     warm_runs = 1 if args.tiny else max(1, args.warm_runs)
     with scratch("bench-suite-") as folder:
@@ -68,7 +80,7 @@ def main() -> None:
         started = time.perf_counter()
         project = render(work / "out", *args.answers)
         rendered = time.perf_counter()
-        python = install(project, "dev")
+        python = install(project, "dev", args.venv)
         installed = time.perf_counter()
         package = next(p.name for p in (project / "src").iterdir() if (p / "__init__.py").exists())
         print(f"{project.name}: rendered in {rendered - started:.2f} s, "

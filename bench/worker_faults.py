@@ -2,7 +2,7 @@
 made twice or left reserved, of hangs and of wrong exit codes, over many trials.
 
     python bench/worker_faults.py [--trials 500] [--backends mysql,postgresql] [--seed N]
-                                  [--deadline 30] [--tiny]
+                                  [--deadline 30] [--tiny] [--venv PATH]
 
 Renders a project, installs it with uv, adds a schema whose make() logs its calls
 (src/<package>/work.py: bench/_common.py's WORK_MODULE, which the template's worker tests
@@ -49,7 +49,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from _common import SERVERS, WORK_MODULE, add_schema, environment, prepare, ratio
+from _common import SERVERS, WORK_MODULE, add_schema, environment, prepare, ratio, venv_option
 
 PACKAGE = "faults"
 ADMINS = SERVERS  # the administrators who create and drop the trials' account
@@ -491,9 +491,10 @@ def run_trials(argv: list[str]) -> None:
 # ---------------------------------------------------------------- the bench (template side)
 
 
-def prepare_project(work: Path) -> tuple[Path, str]:
+def prepare_project(work: Path, venv: Path | None) -> tuple[Path, str]:
     """A rendered project installed with its dev extra, with the Work schema."""
-    project, python = prepare(work, PACKAGE, "Worker Faults", "object_store=none", extras="dev")
+    answers = ["object_store=none"]
+    project, python = prepare(work, PACKAGE, "Worker Faults", *answers, extras="dev", venv=venv)
     add_schema(project, python, PACKAGE, "work", WORK_MODULE)
     return project, python
 
@@ -564,6 +565,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--deadline", type=float, default=30, help="seconds after the last fault")
     parser.add_argument("--tiny", action="store_true", help="2 trials per backend")
+    venv_option(parser)
     for backend in ADMINS:
         parser.add_argument(
             f"--{backend}-admin", metavar="JSON", help="DJ_* settings of the administrator"
@@ -574,7 +576,7 @@ def main() -> None:
     seed = secrets.randbelow(10**6) if args.seed is None else args.seed
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        project, python = prepare_project(Path(folder))
+        project, python = prepare_project(Path(folder), args.venv)
         for backend in args.backends.split(","):
             given = getattr(args, f"{backend}_admin")
             admin = json.loads(given) if given else ADMINS[backend]

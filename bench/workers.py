@@ -2,6 +2,7 @@
 
     python bench/workers.py [--keys 1000] [--make-seconds 0.02] [--backend mysql|postgresql]
                             [--workers 1,2,4,8,16] [--settings JSON] [--prefix PREFIX] [--tiny]
+                            [--venv PATH]
 
 Renders a project for the backend (a postgresql project has the postgres extra), installs
 it with uv, adds a schema whose make() is I/O-bound (it sleeps: src/<package>/slow.py, by
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import SERVERS, add_schema, environment, prepare, ratio
+from _common import SERVERS, add_schema, environment, prepare, ratio, venv_option
 
 PACKAGE = "benchwork"
 SLOW_MODULE = '''\
@@ -70,10 +71,10 @@ class Slow(dj.Computed):
 '''
 
 
-def prepare_project(work: Path, backend: str) -> tuple[Path, str]:
+def prepare_project(work: Path, backend: str, venv: Path | None) -> tuple[Path, str]:
     """A rendered, installed project with the Slow schema; returns (project, python)."""
     answers = [f"database_backend={backend}", "schemas=subject", "object_store=none"]
-    project, python = prepare(work, PACKAGE, "Bench Workers", *answers)
+    project, python = prepare(work, PACKAGE, "Bench Workers", *answers, venv=venv)
     add_schema(project, python, PACKAGE, "slow", SLOW_MODULE)
     return project, python
 
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--settings", metavar="JSON", help="DJ_* settings of the account to use")
     parser.add_argument("--prefix", default="bench_", help="start of the schema names")
     parser.add_argument("--tiny", action="store_true", help="8 keys, 0 s, 1 and 2 workers")
+    venv_option(parser)
     args = parser.parse_args()
     if args.tiny:
         args.keys, args.make_seconds, args.workers = 8, 0.0, "2"
@@ -138,7 +140,7 @@ def main() -> None:
     env["DJ_BACKEND"] = args.backend
     env[f"{PACKAGE.upper()}_SCHEMA_PREFIX"] = f"{args.prefix}{secrets.token_hex(3)}_"
     with tempfile.TemporaryDirectory() as folder:
-        project, python = prepare_project(Path(folder), args.backend)
+        project, python = prepare_project(Path(folder), args.backend, args.venv)
         try:
             bare = populate(python, project, {**env, "MAKE_SECONDS": "0"}, 1, args.keys)
             env["MAKE_SECONDS"] = str(args.make_seconds)
