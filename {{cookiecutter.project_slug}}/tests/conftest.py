@@ -57,6 +57,10 @@ def database(request):
     if choice == "embedded" or (choice == "auto" and not dj.config.database.user):
         server = use_embedded_postgres()
     connection = dj.conn(reset=True)
+    if server is not None:
+        # A throwaway server: commits do not wait for the disk (about 2 ms each, hundreds
+        # of them while the pipeline is declared and populated). A crash loses only tests.
+        connection.query("SET synchronous_commit = off")
     yield connection
     connection.close()
     del server  # the embedded server stops when the last test run using it ends
