@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 PACKAGE = "lap"
 # `jupyter nbconvert --to notebook --execute notebooks/*.ipynb`, without nbconvert itself.
 RUN_NOTEBOOKS = """\
+import sys
 from pathlib import Path
 
 import nbformat
