@@ -222,7 +222,8 @@ def timed_suite(project: Path, python: str, env: dict[str, str], work: Path) -> 
     modules); server: the `database` fixture (the embedded server's start and the
     connection); fixtures: the other set-ups and every teardown (declare, sample data,
     populate, drop); tests: the tests themselves; exit: after pytest, to the process's end
-    (the embedded server's stop, the interpreter's); cpu: the pytest process's CPU seconds.
+    (the embedded server's stop, the interpreter's); other: the rest of the wall time (pytest
+    between tests, its report); cpu: the pytest process's CPU seconds.
     """
     work.mkdir(parents=True, exist_ok=True)
     (work / "bench_clock.py").write_text(CLOCK_PLUGIN)
@@ -247,7 +248,7 @@ def timed_suite(project: Path, python: str, env: dict[str, str], work: Path) -> 
     moments, fixtures, when = data["moments"], data["fixtures"], data["when"]
     exited = float((clock.parent / (clock.name + ".exit")).read_text())
     server = fixtures.get("database", 0.0)
-    return {
+    times = {
         "wall": ended - started,
         # pytest's own CPU time (not the server's): what a busy machine changes least
         "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
@@ -258,10 +259,13 @@ def timed_suite(project: Path, python: str, env: dict[str, str], work: Path) -> 
         "tests": when["call"],
         "exit": ended - moments["unconfigure"],
         "exit_after_atexit": ended - exited,
+        "other": 0.0,  # set below: the rest of the wall time
         "pipeline": fixtures.get("pipeline", 0.0),
         "slowest": data["slowest"],
         "summary": done.stdout.strip().splitlines()[-1],
     }
+    times["other"] = times["wall"] - sum(times[key] for key, _ in PHASES if key != "other")
+    return times
 
 
 PHASES = (
@@ -271,6 +275,7 @@ PHASES = (
     ("fixtures", "fixtures: declare, sample data, populate, drop"),
     ("tests", "the tests"),
     ("exit", "exit: server stop, interpreter"),
+    ("other", "the rest: pytest between tests, its report"),
 )
 
 
