@@ -54,8 +54,19 @@ def protect_secrets(folder: Path = Path(".secrets")) -> None:
             path.chmod(0o600)
 
 
+def drop_bytecode(package: str) -> None:
+    """A fresh project holds no build output: cookiecutter copies the toolkit folder as it
+    is, bytecode too when the template's own tests have just imported it."""
+    import shutil
+
+    for cache in sorted(Path("src", package, "toolkit").rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache)
+
+
 def main() -> None:
-    write_schema_modules(json.loads(RENDERED_CONTEXT))
+    context = json.loads(RENDERED_CONTEXT)
+    drop_bytecode(context["package_name"])
+    write_schema_modules(context)
     protect_secrets()
 
 
