@@ -380,27 +380,46 @@ def failing_table(project, pipeline, monkeypatch):
         downstream.populate(reserve_jobs=True)
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "only(database=..., project=...): run a toolkit test on these combinations only "
+        "(the others are deselected)",
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (--dist loadgroup): the tests of one database and project form
+def pytest_collection_modifyitems(config, items: list[pytest.Item]) -> None:
+    """Tests marked `only(...)` keep the combinations named; the others are deselected (so
+    every test holds the fixtures' own parameters, and pytest orders them by combination).
+
+    Under pytest-xdist (--dist loadgroup): the tests of one database and project form
     one group, so one worker declares and fills that combination once. (The toolkit's test
     modules set SPREAD_OVER_WORKERS, so tests/conftest.py adds no group of its own.)"""
     here = Path(__file__).parent
+    kept, deselected = [], []
     for item in items:
         if here not in Path(item.path).parents:
+            kept.append(item)
             continue
         params = getattr(getattr(item, "callspec", None), "params", {})
+        only = item.get_closest_marker("only")
+        wanted = only.kwargs if only else {}
+        if any(name in params and params[name] != value for name, value in wanted.items()):
+            deselected.append(item)
+            continue
+        kept.append(item)
         if "database" in params:
             group = f"toolkit-{params['database']}-{params.get('project', 'any')}"
             item.add_marker(pytest.mark.xdist_group(group))
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 #: For a test whose subject does not depend on the database or the pipeline: one
 #: combination (the embedded server, the starter pipeline) stands for all.
-ONE_COMBINATION = [
-    pytest.mark.parametrize("database", ["embedded"], indirect=True),
-    pytest.mark.parametrize("project", ["starter"], indirect=True),
-]
+ONE_COMBINATION = pytest.mark.only(database="embedded", project="starter")
 
 
 def run(project: Project, argv: list[str], cwd: Path | None = None, **settings: str):

@@ -76,7 +76,7 @@ def test_a_lab_account_cannot_set_up_access(project, pipeline, database, access)
         assert missing, "a lab account should not be able to create users"
 
 
-@pytest.mark.parametrize("database", ["embedded"], indirect=True)
+@pytest.mark.only(database="embedded")
 def test_grants_are_exact_and_never_show_the_password(project, pipeline, access):
     """A hostile user name, granted twice and demoted; the password never shows.
 
@@ -140,7 +140,7 @@ def administrator(env: dict[str, str]):
         instance._singleton_connection = lab_connection
 
 
-@pytest.mark.parametrize("database", ["mariadb"], indirect=True)
+@pytest.mark.only(database="mariadb")
 def test_mariadb_grants_are_exact_and_never_show_the_password(pipeline, database, access):
     """The same on MariaDB, by its administrator. Not on the lab account's schema set: the
     account's wildcard grant reaches the access routines' schema there, which is refused;

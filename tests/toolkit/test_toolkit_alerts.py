@@ -283,7 +283,7 @@ def test_a_slow_success_is_sent_once_when_two_processes_check(
 
 @pytest.mark.slow
 # The state file's safety does not depend on the server: one backend, both pipelines.
-@pytest.mark.parametrize("database", ["embedded"], indirect=True)
+@pytest.mark.only(database="embedded")
 def test_watch_killed_at_random_moments_never_reports_an_error_twice(
     failing_table, receiver, tmp_path, alerts, database, project
 ):
@@ -383,8 +383,7 @@ def test_the_worker_reports_after_its_pass(
 SECRET = "T0ken5ecret"
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 @pytest.mark.parametrize(
     ("secrets", "environment", "message"),
     [
@@ -428,8 +427,7 @@ def test_a_bad_url_is_refused_at_start_without_showing_it(
     assert SECRET not in error + worker_error
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 def test_the_worker_refuses_alerts_without_a_channel(pipeline, tmp_path, monkeypatch, capsys, lab):
     write_project(tmp_path, {})
     monkeypatch.chdir(tmp_path)
@@ -438,8 +436,7 @@ def test_the_worker_refuses_alerts_without_a_channel(pipeline, tmp_path, monkeyp
     assert "no alert channel" in capsys.readouterr().err
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 @pytest.mark.parametrize(
     ("section", "message"),
     [

@@ -139,7 +139,7 @@ def test_metrics_parse_as_prometheus_text(serve, failing_table, pipeline):
 
 @pytest.mark.slow
 # What the page draws comes from the reading, whatever the server: one backend.
-@pytest.mark.parametrize("database", ["embedded"], indirect=True)
+@pytest.mark.only(database="embedded")
 def test_page_draws_the_diagram_and_progress_bars_in_chromium(
     serve, failing_table, tmp_path, dashboard, project
 ):
@@ -212,8 +212,7 @@ def test_scrapes_and_page_views_send_no_query(serve, pipeline, monkeypatch, dash
     assert len(sent) > 0
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 def test_healthz_and_metrics_never_wait_on_the_database(serve, pipeline, dashboard):
     base = serve()
     with dashboard.DATABASE_LOCK:  # a reading (or an action) that takes its time
@@ -223,8 +222,7 @@ def test_healthz_and_metrics_never_wait_on_the_database(serve, pipeline, dashboa
             assert time.monotonic() - started < 2, path
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 @pytest.mark.parametrize(
     ("host", "allowed"),
     [
@@ -247,8 +245,7 @@ def test_only_the_dashboards_own_names_are_answered(serve, host, allowed, dashbo
         assert "--allow-host" in body
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 def test_a_token_is_asked_for_everywhere_but_healthz(serve, dashboard):
     base = serve(access=dashboard.Access(token=TOKEN))
     for path in ("/api/status", "/api/workers", "/metrics", "/diagram/x.svg"):
@@ -278,8 +275,7 @@ def test_a_token_is_asked_for_everywhere_but_healthz(serve, dashboard):
 FORM = "application/x-www-form-urlencoded"
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 def test_a_proxy_on_this_machine_signs_users_in(serve, dashboard):
     base = serve(access=dashboard.Access(proxy_user_header="X-Forwarded-User"))
     assert get(base + "/api/status")[0] == 401
@@ -318,8 +314,7 @@ def test_retry_only_when_allowed_signed_in_and_from_the_page(serve, failing_tabl
     assert len(table.jobs.pending) == 1
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 def test_idle_and_half_sent_connections_are_closed(serve, monkeypatch, dashboard):
     monkeypatch.setattr(dashboard, "REQUEST_SECONDS", 1.0)
     base = serve()
@@ -421,7 +416,7 @@ class Switch:
 
 @pytest.mark.slow
 # The connection is the subject, on every server; the starter pipeline stands for both.
-@pytest.mark.parametrize("project", ["starter"], indirect=True)
+@pytest.mark.only(project="starter")
 def test_serve_starts_without_the_database_and_follows_it(pipeline, operations, project, database):
     """Nothing listens at first: the dashboard starts and says datajoint_up 0; the server
     comes, is cut off, comes back: the dashboard follows within a few readings."""
@@ -503,8 +498,7 @@ def test_serve_command_runs_until_interrupted(pipeline, operations, project, dat
     assert "Traceback" not in process.stderr.read()
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 @pytest.mark.parametrize(
     ("argv", "token", "message"),
     [
@@ -529,8 +523,7 @@ def test_serve_refuses_bad_arguments_in_one_line(
     assert len(error.strip().splitlines()) == 1
 
 
-@ONE_COMBINATION[0]
-@ONE_COMBINATION[1]
+@ONE_COMBINATION
 def test_serve_refuses_a_port_in_use(pipeline, capsys, dashboard, cli):
     taken = dashboard.bind("127.0.0.1", 0)
     port = taken.getsockname()[1]
