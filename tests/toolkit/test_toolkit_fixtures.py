@@ -40,3 +40,25 @@ def test_every_combination_is_declared_and_populated(pipeline, database):
     )
     if database.account is not None:
         assert pipeline.schema_prefix().startswith(database.account.prefix + "test_")
+
+
+@pytest.mark.parametrize("entry", ["cli", "worker"])
+def test_main_makes_its_pipeline_the_current_one(projects, entry, capsys):
+    """Another Pipeline built with the same toolkit becomes the current one; cli.main and
+    worker.main(pipeline, argv) hand the commands theirs again (through use())."""
+    project = projects["starter"]
+    toolkit = project.tk.project
+    other = toolkit.Pipeline(project.pipeline.modules[:1], production_prefix="other_",
+                             settings_prefix="OTHER")  # fmt: skip
+    try:
+        assert toolkit.pipeline.prefix_variable == "OTHER_SCHEMA_PREFIX"
+        if entry == "cli":
+            assert project.tk.cli.main(project.pipeline, ["names"]) == 0
+        else:
+            with pytest.raises(SystemExit, match="2"):
+                project.tk.worker.main(project.pipeline, ["--table", "NoSuchTable"])
+        assert toolkit.pipeline.prefix_variable == project.pipeline.prefix_variable
+        assert toolkit.pipeline.graph == project.pipeline.graph
+    finally:
+        toolkit.use(project.pipeline)
+    del other
