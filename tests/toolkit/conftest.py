@@ -380,14 +380,6 @@ def failing_table(project, pipeline, monkeypatch):
         downstream.populate(reserve_jobs=True)
 
 
-def pytest_configure(config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "only(database=..., project=...): run a toolkit test on these combinations only "
-        "(the others are deselected)",
-    )
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items: list[pytest.Item]) -> None:
     """Tests marked `only(...)` keep the combinations named; the others are deselected (so
