@@ -51,11 +51,6 @@ GIVEN_ANSWERS = r"""{{ _cookiecutter | default({}) | tojson }}"""
 PLAN_FILE = ".pipeline-plan.json"
 
 TEXT_LIMIT = 256
-# The longest prefixes the toolkit's tests use, 19 characters either way: the throwaway
-# prefix test_<6 hex>_ with ro<4 hex>_ added (its operation tests), and on MySQL the grant
-# pattern of its development set, dev\_test\_<6 hex>\_ (access.py escapes each '_').
-# The toolkit's scaffold (add-schema) applies the same length rule: length_problem().
-TEST_PREFIX_ROOM = 19
 NAME_LIMIT = 64
 PACKAGE_LIMIT = 32  # longer names push generated lines over ruff's 100 columns
 PREFIX_LIMIT = 40
@@ -76,8 +71,8 @@ RULES = {
     "tests import, or a Python builtin",
     "schema-length": "fits the backend's identifier limit (MySQL 64, PostgreSQL 63 characters) "
     "after the production prefix with 8 characters to spare for a development prefix, and after "
-    f"the {TEST_PREFIX_ROOM}-character prefixes of the project's tests; on MySQL each '_' counts "
-    "twice (its grants escape it)",
+    "the 19-character prefixes of the project's tests; on MySQL each '_' counts twice (its "
+    "grants escape it)",  # the toolkit's scaffold.length_problem() applies it
     "spec-syntax": "entries 'name' or 'name <- upstream, ...' (optionally 'name [role] <- ...') "
     "separated by ';' or line breaks (or given as a list), or a mapping of names",
     "spec-file": f"a spec given as a path names a regular UTF-8 YAML file of at most "
@@ -129,10 +124,6 @@ CHOICES = {
     "object_store": ("file", "s3", "none"),
     "audit_trail": ("yes", "no"),
 }
-IDENTIFIER_LIMIT = {"mysql": 64, "postgresql": 63}
-DEVELOPMENT_PREFIX_ROOM = 8
-# The scaffold's longest table name adds 10 characters to the schema's: _<schema>__channel.
-TABLE_NAME_ROOM = 10
 # DataJoint 2.3.5's Requires-Dist, with its postgres and s3 extras, as import names: the
 # project imports them through DataJoint, so a package of the same name would shadow them.
 DATAJOINT_IMPORTS = frozenset(
@@ -281,6 +272,15 @@ def load_template_scaffold(scaffold: Path) -> types.ModuleType:
     code = compile(source, str(scaffold), "exec")
     exec(code, vars(module))  # noqa: S102 - the template's own module writer
     return module
+
+
+@functools.cache
+def template_scaffold(template: Path | None) -> types.ModuleType | None:
+    """The template's scaffold (its rules for schema names), if the template is found."""
+    if template is None:
+        return None
+    (scaffold,) = template.glob("*cookiecutter.project_slug*/src/*/toolkit/scaffold.py")
+    return load_template_scaffold(scaffold)
 
 
 def probe_scaffold(scaffold: Path) -> tuple[set[str], set[str]]:
@@ -844,29 +844,13 @@ def schema_shadow(name: str, context: dict) -> str:
     return f"{name!r} is {reason} (e.g. {name + '_data'!r})" if reason else ""
 
 
-def identifier_length(text: str, backend: str) -> int:
-    """The length a name counts for: on MySQL each '_' twice, as grants escape it ('\\_')."""
-    return len(text) + (text.count("_") if backend != "postgresql" else 0)
-
-
 def schema_length(name: str, context: dict) -> str:
-    prefix = context.get("schema_prefix", "")
-    backend = context.get("database_backend", "mysql")
-    limit = IDENTIFIER_LIMIT.get(backend, min(IDENTIFIER_LIMIT.values()))
-    before = identifier_length(prefix, backend) + DEVELOPMENT_PREFIX_ROOM
-    room = limit - max(before, TEST_PREFIX_ROOM, TABLE_NAME_ROOM)
-    length = identifier_length(name, backend)
-    if length <= room:
+    """The toolkit scaffold's length rule (add-schema applies the same one)."""
+    scaffold = template_scaffold(template_dir(context))
+    if scaffold is None:
         return ""
-    if room < 1:
-        return f"the prefix {prefix!r} leaves no room for a schema name on {backend}"
-    counted = f"{length} characters" + (" (each '_' twice)" if length > len(name) else "")
-    after = (
-        f"the prefix {prefix!r}"
-        if before >= TEST_PREFIX_ROOM
-        else f"the tests' {TEST_PREFIX_ROOM}-character prefixes"
-    )
-    return f"{name!r} counts {counted}, {room} at most fit after {after} on {backend}"
+    prefix = context.get("schema_prefix", "")
+    return scaffold.length_problem(name, prefix, context.get("database_backend", "mysql"))
 
 
 SCHEMA_NAME_RULES = {

@@ -60,9 +60,12 @@ SAMPLE_FILE = Path("tests", "sample_data.py")  # the lab's sample rows, for test
 RESERVED = frozenset(
     {"toolkit", "version", "worker", "pipeline", "activate", "tests", "sample_data", "conftest"}
 )
-# The hook's schema-length rule: the production prefix, 8 characters for a development
-# prefix, the tests' 19-character prefixes and the longest starter table's 10 must leave
-# room for the name within the backend's limit; on MySQL each '_' counts twice.
+# The schema-length rule (the pre-generation hook applies it too): the production prefix,
+# 8 characters for a development prefix, the tests' longest prefixes (19 characters: the
+# throwaway test_<6 hex>_ with ro<4 hex>_ added by the toolkit's operation tests, and on
+# MySQL the grant pattern of its development set, dev\_test\_<6 hex>\_) and the longest
+# starter table's 10 (_<schema>__channel) must leave room for the name within the
+# backend's identifier limit; on MySQL each '_' counts twice (grants escape it).
 IDENTIFIER_LIMIT = {"mysql": 64, "postgresql": 63}
 DEVELOPMENT_PREFIX_ROOM = 8
 TEST_PREFIX_ROOM = 19
@@ -82,11 +85,15 @@ def length_problem(name: str, prefix: str, backend: str) -> str:
     length = identifier_length(name, backend)
     if length <= room:
         return ""
-    return (
-        f"{name!r} counts {length} characters"
-        + (" (each '_' twice)" if length > len(name) else "")
-        + f", {max(room, 0)} at most fit after the prefix {prefix!r} on {backend}"
+    if room < 1:
+        return f"the prefix {prefix!r} leaves no room for a schema name on {backend}"
+    counted = f"{length} characters" + (" (each '_' twice)" if length > len(name) else "")
+    after = (
+        f"the prefix {prefix!r}"
+        if before >= TEST_PREFIX_ROOM
+        else f"the tests' {TEST_PREFIX_ROOM}-character prefixes"
     )
+    return f"{name!r} counts {counted}, {room} at most fit after {after} on {backend}"
 
 
 def camel(name: str) -> str:
