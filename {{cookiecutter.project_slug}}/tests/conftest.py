@@ -121,39 +121,3 @@ def pipeline(database, object_store):
             del os.environ[variable]
         else:
             os.environ[variable] = previous_prefix
-
-
-@pytest.fixture
-def failing_table(pipeline, monkeypatch):
-    """An auto-populated table, with one key failing for real: make() raises for it.
-
-    Returns (table, fail), where fail() deletes that key's row (and what depends on it) or
-    re-queues its failed job, then populates it: each call records a new job error. The
-    pipeline is made whole again afterwards.
-    """
-    tables = pipeline.auto_tables()
-    if not tables:
-        pytest.skip("the pipeline has no auto-populated table")
-    # A table nothing depends on but its parts: deleting its row deletes no other table's.
-    table = next(
-        (t for t in reversed(tables) if set(t().children()) <= set(t().parts())), tables[-1]
-    )
-    key = table.proj().to_dicts(limit=1)[0]
-
-    def broken_make(self, key):
-        raise RuntimeError(f"simulated failure for {key}")
-
-    def fail():
-        (table & key).delete(prompt=False)
-        (table.jobs & key).delete_quick()
-        table.jobs.refresh()
-        monkeypatch.setattr(table, "make", broken_make)
-        result = table.populate(key, reserve_jobs=True, suppress_errors=True)
-        assert len(result["error_list"]) == 1, result
-        return key
-
-    yield table, fail
-    monkeypatch.undo()
-    table.jobs.errors.delete_quick()
-    for downstream in tables[tables.index(table) :]:
-        downstream.populate(reserve_jobs=True)
