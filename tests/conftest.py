@@ -7,6 +7,7 @@ import functools
 import glob
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -495,9 +496,16 @@ def pytest_xdist_make_scheduler(config, log):
         text = source.read_text(encoding="utf-8") if source.is_file() else ""
         return "\nSPREAD_OVER_WORKERS = True" in text
 
+    # tests/toolkit: a test's database and pipeline (its fixtures' parameters, first in its
+    # id), which a worker declares and fills once for all the tests it is given.
+    combination = re.compile(r"\[((?:starter|lab)-(?:mariadb|postgresql|embedded))[-\]]")
+
     class ByModule(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return nodeid if spread(path) else path
+            if not spread(path):
+                return path
+            found = combination.search(nodeid) if path.startswith("tests/toolkit/") else None
+            return f"toolkit[{found[1]}]" if found else nodeid
 
     return ByModule(config, log)
