@@ -43,9 +43,19 @@ MIGRATIONS: list[dict[str, Any]] = [
     {"version": "0.2.0", "relocate": "relocate_pipeline"},
 ]
 # copier's default exclusions (it drops them when _exclude is set), and the toolkit folder.
-DEFAULT_EXCLUDE = ["copier.yaml", "copier.yml", "~*", "*.py[co]", "__pycache__", ".git", ".DS_Store"]
+DEFAULT_EXCLUDE = [
+    "copier.yaml",
+    "copier.yml",
+    "~*",
+    "*.py[co]",
+    "__pycache__",
+    ".git",
+    ".DS_Store",
+]
 TOOLKIT_PATTERN = "src/*/toolkit"
-TOOLKIT = TEMPLATE / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}" / "toolkit"
+TOOLKIT = (
+    TEMPLATE / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}" / "toolkit"
+)
 # Questions whose answer may also be structured: the schema spec as a mapping, given
 # with --data-file.
 YAML_QUESTIONS = {"schemas"}

@@ -30,20 +30,22 @@ def load_scaffold(package: str):
     return module
 
 
+def writer_settings(context: dict) -> dict:
+    """What the module writer (scaffold.write_pipeline) takes from the answers."""
+    return {
+        "blob": context["__blob"],
+        "name": context["project_name"],
+        "production_prefix": context["schema_prefix"],
+        "settings_prefix": context["__prefix_variable"].removesuffix("_SCHEMA_PREFIX"),
+    }
+
+
 def write_schema_modules(context: dict) -> None:
     """One module and one test per schema, plus the pipeline files that list them."""
     plan = json.loads(PLAN_FILE.read_text(encoding="utf-8"))
     PLAN_FILE.unlink()
     package = context["package_name"]
-    load_scaffold(package).write_pipeline(
-        Path.cwd(),
-        package,
-        plan,
-        blob=context["__blob"],
-        name=context["project_name"],
-        production_prefix=context["schema_prefix"],
-        settings_prefix=context["__prefix_variable"].removesuffix("_SCHEMA_PREFIX"),
-    )
+    load_scaffold(package).write_pipeline(Path.cwd(), package, plan, **writer_settings(context))
 
 
 def protect_secrets(folder: Path = Path(".secrets")) -> None:

@@ -124,9 +124,7 @@ def test_notebooks_run_in_order(rendered, project_env, lab_accounts, tmp_path, b
     cells = json.loads(report.read_text(encoding="utf-8"))
     errors = [o for cell in cells for o in cell["outputs"] if o["output_type"] == "error"]
     assert not errors, errors
-    printed = "".join(
-        "".join(o.get("text", "")) for cell in cells for o in cell["outputs"]
-    )
+    printed = "".join("".join(o.get("text", "")) for cell in cells for o in cell["outputs"])
     assert f"{prefix!r}: the personal schemas" in printed
     if backend == "mariadb":  # the default pipeline's computed tables are all done
         done = re.search(r"MultiModalAnalysis: (\d+) of \1 done", printed)

@@ -251,10 +251,7 @@ def test_structured_spec_in_a_config_file(tmp_path):
     assert result.returncode == 0, result.stderr
     project = tmp_path / "my-pipeline"
     assert module_order(project, "lab") == ["mouse", "scan", "stats"]
-    assert (
-        ast.get_docstring(ast.parse((project / "src/lab/mouse.py").read_text()))
-        == MOUSE_DOC
-    )
+    assert ast.get_docstring(ast.parse((project / "src/lab/mouse.py").read_text())) == MOUSE_DOC
     assert (
         ast.get_docstring(ast.parse((project / "src/lab/stats.py").read_text()))
         == "Statistics across scans."

@@ -79,15 +79,8 @@ def write_starter(root: Path) -> str:
     scaffold = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(scaffold)
     (root / "tests").mkdir()
-    scaffold.write_pipeline(
-        root,
-        package,
-        plan,
-        blob=context["__blob"],
-        name=context["project_name"],
-        production_prefix=context["schema_prefix"],
-        settings_prefix=context["__prefix_variable"].removesuffix("_SCHEMA_PREFIX"),
-    )
+    settings = load_hook("post_gen_project").writer_settings(context)
+    scaffold.write_pipeline(root, package, plan, **settings)
     for name in ("__main__.py", "worker.py"):  # the template's, its two placeholders filled
         text = (PACKAGE_TEMPLATE / name).read_text(encoding="utf-8")
         text = text.replace("{{ cookiecutter.package_name }}", package)
