@@ -208,6 +208,13 @@ def test_template_tests_lint_with_the_generated_versions(renders):
         assert ours[name].specifier == generated[name].specifier, name
 
 
+def test_the_template_repository_is_ruff_clean():
+    """The hooks, tests and bench scripts of this repository, with its own ruff settings."""
+    for command in (["check"], ["format", "--check"]):
+        result = run("ruff", *command, "--no-cache", ".", cwd=TEMPLATE)
+        assert result.returncode == 0, output(result)
+
+
 # -- pre-commit and the CI jobs, for real -----------------------------------------------------
 
 
