@@ -1,5 +1,7 @@
 """The fixtures themselves: two packages side by side, each combination declared and filled."""
 
+import types
+
 import pytest
 
 SPREAD_OVER_WORKERS = True  # grouped by database and project (see conftest.py)
@@ -62,3 +64,19 @@ def test_main_makes_its_pipeline_the_current_one(projects, entry, capsys):
     finally:
         toolkit.use(project.pipeline)
     del other
+
+
+def test_a_pipeline_lists_its_schema_modules_upstream_first(projects):
+    """Pipeline() refuses a module listed before one it imports, and a module that is not a
+    schema module; a refused Pipeline does not become the toolkit's current one."""
+    starter = projects["starter"]
+    project = starter.tk.project
+    current = project._current
+    settings = {"production_prefix": "x_", "settings_prefix": "X"}
+    with pytest.raises(project.PipelineError, match="listed after it: list the schema modules"):
+        project.Pipeline(starter.pipeline.modules[::-1], **settings)
+    with pytest.raises(project.PipelineError, match=r"plain has no `schema = dj.Schema\(\)`"):
+        project.Pipeline([types.ModuleType("plain")], **settings)
+    with pytest.raises(project.PipelineError, match="at least one schema module"):
+        project.Pipeline([], **settings)
+    assert project._current is current
