@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,6 +250,22 @@ def install(venv: Path, project: Path) -> None:
         ],
         check=True,
     )
+
+
+def installs_on_first_use(cookies_session, project_env, contexts: dict) -> Callable[[str], Path]:
+    """name -> the project rendered from contexts[name] and installed with its dev extra into
+    project_env, each made once, when a test first asks for it."""
+    projects: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in projects:
+            result = cookies_session.bake(extra_context=contexts[name])
+            assert result.exit_code == 0, result.exception
+            projects[name] = Path(result.project_path)
+            install(project_env, projects[name])
+        return projects[name]
+
+    return get
 
 
 def run_project_tests(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     clean_environment,
-    install,
+    installs_on_first_use,
     leftover_schemas,
     package_of,
     run_project_tests,
@@ -77,17 +77,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def installed_projects(cookies_session, project_env):
     """Bake and install each spec once, on first use."""
-    projects: dict[str, Path] = {}
-
-    def get(spec: str) -> Path:
-        if spec not in projects:
-            result = cookies_session.bake(extra_context=SPECS[spec])
-            assert result.exit_code == 0, result.exception
-            projects[spec] = Path(result.project_path)
-            install(project_env, projects[spec])
-        return projects[spec]
-
-    return get
+    return installs_on_first_use(cookies_session, project_env, SPECS)
 
 
 @pytest.mark.parametrize(("spec", "backend"), CASES)

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import clean_environment, install, leftover_schemas
+from conftest import clean_environment, installs_on_first_use, leftover_schemas
 
 pytestmark = pytest.mark.slow
 
@@ -74,17 +74,7 @@ for module in reversed(pipeline.modules):
 @pytest.fixture(scope="module")
 def rendered(cookies_session, project_env):
     """backend -> the rendered project of that case, installed with its dev extra."""
-    projects: dict[str, Path] = {}
-
-    def get(backend: str) -> Path:
-        if backend not in projects:
-            result = cookies_session.bake(extra_context=CASES[backend])
-            assert result.exit_code == 0, result.exception
-            projects[backend] = Path(result.project_path)
-            install(project_env, projects[backend])
-        return projects[backend]
-
-    return get
+    return installs_on_first_use(cookies_session, project_env, CASES)
 
 
 @pytest.mark.parametrize("backend", list(CASES))

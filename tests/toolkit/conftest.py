@@ -340,6 +340,12 @@ def pipeline(project, database):
 
 
 @pytest.fixture
+def dashboard(project):
+    """The project's toolkit dashboard module."""
+    return project.tk.dashboard
+
+
+@pytest.fixture
 def failing_table(project, pipeline, monkeypatch):
     """An auto-populated table, with one key failing for real: make() raises for it.
 

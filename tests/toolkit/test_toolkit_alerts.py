@@ -73,11 +73,6 @@ def alerts(project):
 
 
 @pytest.fixture
-def dashboard(project):
-    return project.tk.dashboard
-
-
-@pytest.fixture
 def lab(project):
     """The project's command line and worker, as `python -m <package>` runs them."""
 

@@ -29,11 +29,6 @@ TOKEN = secrets.token_urlsafe(24)
 
 
 @pytest.fixture
-def dashboard(project):
-    return project.tk.dashboard
-
-
-@pytest.fixture
 def operations(project):
     return project.tk.operations
 
